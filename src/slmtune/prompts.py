@@ -1,0 +1,75 @@
+"""Prompts: render a phrase with the model's chat template, and each label as its completion."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from slmtune.atomic import atomic_write_text
+from slmtune.errors import ModelError
+
+TASK_FILE = "slmtune_task.json"
+
+
+@dataclass
+class Task:
+    """What a model folder was fine-tuned for: travels with every model artifact."""
+
+    instruction: str
+    labels: list[str]
+    completions: dict[str, str] = field(default_factory=dict)
+
+    def save(self, folder: Path | str) -> None:
+        atomic_write_text(Path(folder) / TASK_FILE, json.dumps(asdict(self), indent=2) + "\n")
+
+    @classmethod
+    def load(cls, folder: Path | str) -> Task:
+        path = Path(folder) / TASK_FILE
+        if not path.is_file():
+            raise ModelError(f"{folder}: no {TASK_FILE}; is this a model folder written by slmtune?")
+        return cls(**json.loads(path.read_text()))
+
+
+def user_message(instruction: str, phrase: str) -> str:
+    """The user turn: the instruction, then the phrase on its own line."""
+    return f"{instruction}\n{phrase}"
+
+
+def render_prompt(tokenizer: Any, instruction: str, phrase: str) -> str:
+    """The text the model sees before it answers (chat template with the generation prompt)."""
+    messages = [{"role": "user", "content": user_message(instruction, phrase)}]
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+
+def completion_for(tokenizer: Any, instruction: str, label: str) -> str:
+    """The assistant turn for `label` as the chat template writes it (e.g. 'joy<|end|>')."""
+    probe = "x"
+    prompt = render_prompt(tokenizer, instruction, probe)
+    messages = [
+        {"role": "user", "content": user_message(instruction, probe)},
+        {"role": "assistant", "content": label},
+    ]
+    full = tokenizer.apply_chat_template(messages, tokenize=False)
+    if not full.startswith(prompt):
+        raise ModelError("the chat template renders the prompt differently with and without an answer")
+    return full[len(prompt) :].rstrip()
+
+
+def build_task(tokenizer: Any, instruction: str, labels: list[str]) -> Task:
+    """The task card for a tokenizer: instruction, labels and each label's completion text."""
+    completions = {label: completion_for(tokenizer, instruction, label) for label in labels}
+    return Task(instruction=instruction, labels=list(labels), completions=completions)
+
+
+def label_from_text(text: str, labels: list[str]) -> str:
+    """Map generated text to a label: exact (case-folded) match first, then a leading match."""
+    answer = text.strip().casefold()
+    for label in labels:
+        if answer == label.casefold():
+            return label
+    for label in labels:
+        if answer.startswith(label.casefold()):
+            return label
+    return "other"

@@ -1,0 +1,80 @@
+"""Stage eval: every artifact on the same test split: accuracy, F1, confusion, latency, size."""
+
+from __future__ import annotations
+
+import gc
+from pathlib import Path
+
+from slmtune.atomic import atomic_outputs, atomic_write_json
+from slmtune.config import Params, load_params
+from slmtune.stages.common import go_offline, parser, run
+
+
+def main(argv: list[str] | None = None) -> None:
+    parse = parser(__doc__)
+    parse.add_argument("--test", type=Path, default=Path("data/prepared/test.jsonl"))
+    parse.add_argument("--models", type=Path, default=Path("models"))
+    parse.add_argument("--metrics", type=Path, default=Path("metrics/eval.json"))
+    parse.add_argument("--plots", type=Path, default=Path("plots/confusion"))
+    args = parse.parse_args(argv)
+    run("eval", lambda: evaluate(args.params, args.test, args.models, args.metrics, args.plots))
+
+
+def classifier_for(name: str, models: Path, params: Params):
+    """Build the classifier for one artifact name."""
+    from slmtune.scoring import load_classifier
+
+    options = {"batch_size": params.eval.batch_size, "max_new_tokens": params.eval.max_new_tokens}
+    if name == "adapter":
+        return load_classifier(models / "base", adapter=models / "adapter", **options)
+    return load_classifier(models / name, **options)
+
+
+def artifact_size(name: str, models: Path) -> int:
+    from slmtune.models import folder_size_bytes
+
+    folders = [models / "base", models / "adapter"] if name == "adapter" else [models / name]
+    return folder_size_bytes(*folders)
+
+
+def evaluate(params_path: str, test: Path, models: Path, metrics_path: Path, plots: Path) -> None:
+    params = load_params(params_path)
+    go_offline()
+    from slmtune.data import read_jsonl
+    from slmtune.evaluation import agreement, confusion_rows, evaluate_artifact, summarise
+    from slmtune.hardware import configure_threads
+
+    configure_threads(params.hw)
+    rows = read_jsonl(test)
+    phrases, truth = [r["phrase"] for r in rows], [r["label"] for r in rows]
+    labels = list(params.data.labels)
+    results = {}
+    for name in params.eval.artifacts:
+        print(f"[slmtune] evaluating {name} on {len(rows)} test phrases", flush=True)
+        classifier = classifier_for(name, models, params)
+        results[name] = evaluate_artifact(name, classifier, phrases, artifact_size(name, models),
+                                          params.eval.latency_examples, params.eval.latency_repetitions)
+        del classifier
+        gc.collect()
+    metrics = {name: summarise(result, truth, labels) for name, result in results.items()}
+    pairs = [("adapter", "merged"), ("merged", "int4"), ("base", "merged")]
+    metrics["agreement"] = {f"{a}_vs_{b}": agreement(results[a].predictions, results[b].predictions)
+                            for a, b in pairs if a in results and b in results}
+    metrics["test_examples"] = len(rows)
+    with atomic_outputs(plots) as (plots_tmp,):
+        for name, result in results.items():
+            atomic_write_json(plots_tmp / f"{name}.json", confusion_rows(truth, result.predictions))
+    atomic_write_json(metrics_path, metrics)
+    _print_table(metrics, list(results))
+
+
+def _print_table(metrics: dict, names: list[str]) -> None:
+    print(f"{'artifact':<10}{'accuracy':>10}{'macro_f1':>10}{'gen_acc':>10}{'latency_ms':>12}{'size_mb':>10}")
+    for name in names:
+        m = metrics[name]
+        print(f"{name:<10}{m['accuracy']:>10.4f}{m['macro_f1']:>10.4f}{m['generation_accuracy']:>10.4f}"
+              f"{m['latency_ms']:>12.2f}{m['size_mb']:>10.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,45 @@
+"""Stage merge: merge the adapter into the base model, check the logits, save safetensors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from slmtune.atomic import atomic_outputs
+from slmtune.config import load_params
+from slmtune.stages.common import go_offline, parser, run
+
+CHECK_PHRASES = [
+    "cricket is a wonderful sport!",
+    "I miss my grandmother every single day.",
+    "Something is scratching at the window and I'm shaking.",
+    "No way, the store gave me a free cake!",
+]
+
+
+def main(argv: list[str] | None = None) -> None:
+    parse = parser(__doc__)
+    parse.add_argument("--base", type=Path, default=Path("models/base"))
+    parse.add_argument("--adapter", type=Path, default=Path("models/adapter"))
+    parse.add_argument("--out", type=Path, default=Path("models/merged"))
+    args = parse.parse_args(argv)
+    run("merge", lambda: merge(args.params, args.base, args.adapter, args.out))
+
+
+def merge(params_path: str, base: Path, adapter: Path, out: Path) -> None:
+    params = load_params(params_path)
+    go_offline()
+    from slmtune.merging import merge_adapter
+    from slmtune.models import load_tokenizer
+    from slmtune.prompts import Task, render_prompt
+
+    task = Task.load(adapter)
+    tokenizer = load_tokenizer(base, params.model.trust_remote_code)
+    prompts = [render_prompt(tokenizer, task.instruction, phrase) for phrase in CHECK_PHRASES]
+    with atomic_outputs(out) as (merged_tmp,):
+        difference = merge_adapter(base, adapter, merged_tmp, prompts, params.model.trust_remote_code)
+        task.save(merged_tmp)
+    print(f"[slmtune] merged; max |logit difference| vs base+adapter = {difference:.2e}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

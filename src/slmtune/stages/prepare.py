@@ -1,0 +1,53 @@
+"""Stage prepare: validate and split the data, render prompts, materialise the base model."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from slmtune.atomic import atomic_outputs
+from slmtune.config import load_params
+from slmtune.data import SPLITS, load_examples, stratified_split, write_jsonl
+from slmtune.stages.common import go_offline, parser, run
+
+
+def main(argv: list[str] | None = None) -> None:
+    parse = parser(__doc__)
+    parse.add_argument("--out-data", type=Path, default=Path("data/prepared"))
+    parse.add_argument("--out-model", type=Path, default=Path("models/base"))
+    args = parse.parse_args(argv)
+    run("prepare", lambda: prepare(args.params, args.out_data, args.out_model))
+
+
+def prepare(params_path: str, out_data: Path, out_model: Path) -> None:
+    params = load_params(params_path)
+    if params.model.source != "hub":
+        go_offline()
+    else:
+        os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+    from slmtune.models import load_tokenizer, materialise_base
+    from slmtune.prompts import build_task, render_prompt, user_message
+
+    data = params.data
+    examples = load_examples(data.source, data.labels, data.text_field, data.label_field)
+    splits = stratified_split(examples, data.val_fraction, data.test_fraction, params.seed)
+    print(f"[slmtune] {len(examples)} examples from {data.source}: "
+          + ", ".join(f"{name} {len(splits[name])}" for name in SPLITS), flush=True)
+    with atomic_outputs(out_data, out_model) as (data_tmp, model_tmp):
+        instruction = params.model.instruction
+        corpus = [user_message(instruction, e.phrase) for e in splits["train"]] + [e.label for e in splits["train"]]
+        materialise_base(params.model, corpus, params.seed, model_tmp)
+        tokenizer = load_tokenizer(model_tmp, params.model.trust_remote_code)
+        task = build_task(tokenizer, instruction, list(data.labels))
+        task.save(model_tmp)
+        for name in SPLITS:
+            rows = [
+                {"phrase": e.phrase, "label": e.label, "prompt": render_prompt(tokenizer, instruction, e.phrase),
+                 "completion": task.completions[e.label]}
+                for e in splits[name]
+            ]
+            write_jsonl(data_tmp / f"{name}.jsonl", rows)
+
+
+if __name__ == "__main__":
+    main()

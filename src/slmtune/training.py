@@ -1,0 +1,120 @@
+"""LoRA fine-tuning with peft and trl's SFTTrainer, loss on the completion (the tone) only."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+from slmtune.config import Params
+from slmtune.data import read_jsonl
+
+CHECKPOINT_DIR = Path(".slmtune-cache/train_lora")
+
+
+def lora_config(params: Params):
+    """The peft LoraConfig for the model's target modules."""
+    from peft import LoraConfig
+
+    return LoraConfig(
+        r=params.train.r,
+        lora_alpha=params.train.lora_alpha,
+        lora_dropout=params.train.lora_dropout,
+        target_modules=list(params.model.lora_target_modules),
+        modules_to_save=list(params.model.modules_to_save) or None,
+        task_type="CAUSAL_LM",
+    )
+
+
+def prompt_completion_dataset(path: Path):
+    """A datasets.Dataset of prompt/completion pairs from a prepared split."""
+    from datasets import Dataset
+
+    rows = read_jsonl(path)
+    return Dataset.from_list([{"prompt": r["prompt"], "completion": r["completion"]} for r in rows])
+
+
+def sft_config(params: Params):
+    """Trainer arguments: from `train.*` and the hardware profile `hw.*`."""
+    from trl import SFTConfig
+
+    hw, train = params.hw, params.train
+    return SFTConfig(
+        output_dir=str(CHECKPOINT_DIR),
+        per_device_train_batch_size=hw.per_device_train_batch_size,
+        per_device_eval_batch_size=hw.per_device_train_batch_size,
+        gradient_accumulation_steps=hw.gradient_accumulation_steps,
+        gradient_checkpointing=hw.gradient_checkpointing,
+        bf16=hw.dtype == "bfloat16",
+        fp16=hw.dtype == "float16",
+        use_cpu=hw.device == "cpu",
+        learning_rate=train.learning_rate,
+        num_train_epochs=train.num_train_epochs,
+        lr_scheduler_type=train.lr_scheduler_type,
+        warmup_steps=train.warmup_steps,
+        weight_decay=train.weight_decay,
+        max_grad_norm=train.max_grad_norm,
+        logging_steps=train.logging_steps,
+        eval_strategy=train.eval_strategy,
+        save_strategy="no",
+        report_to=[],
+        seed=params.seed,
+        data_seed=params.seed,
+        max_length=params.model.max_length,
+        completion_only_loss=True,
+        dataloader_num_workers=0,
+        disable_tqdm=False,
+    )
+
+
+def count_parameters(model) -> tuple[int, int]:
+    """(trainable, total) parameter counts."""
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    return trainable, total
+
+
+def train_adapter(params: Params, base_dir: Path, data_dir: Path, adapter_dir: Path, live_dir: Path) -> dict[str, Any]:
+    """Fine-tune `base_dir` on the prepared splits; save the adapter; return training metrics."""
+    from dvclive import Live
+    from transformers import set_seed
+    from transformers.integrations import DVCLiveCallback
+    from trl import SFTTrainer
+
+    from slmtune.models import load_causal_lm, load_tokenizer
+
+    set_seed(params.seed)
+    tokenizer = load_tokenizer(base_dir, params.model.trust_remote_code)
+    model = load_causal_lm(base_dir, params.hw, params.model.trust_remote_code)
+    live = Live(dir=str(live_dir), dvcyaml=False, save_dvc_exp=False, report=None)
+    trainer = SFTTrainer(
+        model=model,
+        args=sft_config(params),
+        train_dataset=prompt_completion_dataset(data_dir / "train.jsonl"),
+        eval_dataset=prompt_completion_dataset(data_dir / "val.jsonl"),
+        processing_class=tokenizer,
+        peft_config=lora_config(params),
+        callbacks=[DVCLiveCallback(live=live)],
+    )
+    trainable, total = count_parameters(trainer.model)
+    result = trainer.train()
+    evaluation = trainer.evaluate()
+    live.end()
+    trainer.model.save_pretrained(str(adapter_dir))
+    tokenizer.save_pretrained(str(adapter_dir))
+    return {
+        "train_loss": round(float(result.training_loss), 6),
+        "final_train_loss": _last_logged(trainer.state.log_history, "loss"),
+        "eval_loss": round(float(evaluation["eval_loss"]), 6),
+        "eval_perplexity": round(math.exp(min(float(evaluation["eval_loss"]), 50.0)), 4),
+        "steps": int(result.global_step),
+        "epochs": float(params.train.num_train_epochs),
+        "trainable_parameters": trainable,
+        "total_parameters": total,
+        "train_runtime_s": round(float(result.metrics.get("train_runtime", 0.0)), 2),
+    }
+
+
+def _last_logged(history: list[dict[str, Any]], key: str) -> float | None:
+    values = [entry[key] for entry in history if key in entry]
+    return round(float(values[-1]), 6) if values else None
