@@ -90,7 +90,7 @@ class TrainConfig:
     lora_alpha: int = 32
     lora_dropout: float = 0.05
     learning_rate: float = 2.0e-3
-    num_train_epochs: float = 12.0
+    num_train_epochs: float = 5.0
     lr_scheduler_type: str = "cosine"
     warmup_steps: float = 0.05  # < 1: a fraction of all steps (transformers semantics)
     weight_decay: float = 0.0

@@ -38,11 +38,12 @@ def build_onnx(merged_dir: Path, out_dir: Path, build: BuildConfig, hw: HwConfig
     """Run the builder into `out_dir`, then tune its runtime settings for this profile."""
     with tempfile.TemporaryDirectory(prefix="slmtune-builder-cache-") as cache:
         command = builder_command(merged_dir, out_dir, Path(cache), build, hw)
-        print("+", " ".join(command), flush=True)
+        print("[slmtune] running:", " ".join(command[1:]), flush=True)
         env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-        completed = subprocess.run(command, env=env, check=False)
+        completed = subprocess.run(command, env=env, check=False, capture_output=True, text=True)
     if completed.returncode != 0:
-        raise ModelError(f"the onnxruntime-genai model builder failed (exit {completed.returncode}); see above")
+        tail = "\n".join((completed.stdout + completed.stderr).splitlines()[-30:])
+        raise ModelError(f"the onnxruntime-genai model builder failed (exit {completed.returncode}):\n{tail}")
     set_intra_op_threads(out_dir / "genai_config.json", hw.num_threads or os.cpu_count() or 1)
 
 
