@@ -1,0 +1,97 @@
+"""Shared fixtures: the repository, a tiny tokenizer, and real pipeline runs in temporary copies."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+def tool_env() -> dict[str, str]:
+    """Environment for subprocesses: the project's venv first, offline, no telemetry."""
+    return {
+        **os.environ,
+        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+        "DVC_NO_ANALYTICS": "1",
+        "HF_HUB_OFFLINE": "1",
+        "HF_HUB_DISABLE_TELEMETRY": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        "GIT_AUTHOR_NAME": "slmtune tests",
+        "GIT_AUTHOR_EMAIL": "tests@slmtune.invalid",
+        "GIT_COMMITTER_NAME": "slmtune tests",
+        "GIT_COMMITTER_EMAIL": "tests@slmtune.invalid",
+    }
+
+
+def sh(args: list[str], cwd: Path, check: bool = True, timeout: float = 1200) -> subprocess.CompletedProcess:
+    """Run a command in `cwd`, capturing text output; fail with that output when it fails."""
+    result = subprocess.run(args, cwd=cwd, env=tool_env(), capture_output=True, text=True, timeout=timeout)
+    if check and result.returncode != 0:
+        pytest.fail(f"{' '.join(args)} exited {result.returncode}\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}")
+    return result
+
+
+def copy_project(dest: Path) -> Path:
+    """Copy the project's tracked and unignored files into `dest` as a fresh git repository."""
+    listed = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True,
+                            text=True, check=True).stdout.splitlines()
+    for name in listed:
+        source = ROOT / name
+        if source.is_file():
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, dest / name)
+    for generated in ("dvc.lock", "metrics", "plots", "dvclive"):  # a clean clone's state
+        target = dest / generated
+        if target.is_dir():
+            shutil.rmtree(target)
+        elif target.exists():
+            target.unlink()
+    sh(["git", "init", "-q", "-b", "main"], dest)
+    sh(["git", "add", "-A"], dest)
+    sh(["git", "commit", "-q", "-m", "copy"], dest)
+    sh(["dvc", "remote", "modify", "--local", "local", "url", str(dest.parent / "remote")], dest)
+    return dest
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    return ROOT
+
+
+@pytest.fixture(scope="session")
+def pipeline_run(tmp_path_factory) -> Path:
+    """The whole pipeline, `dvc repro`, on the tiny default in a temporary copy (committed afterwards)."""
+    project = copy_project(tmp_path_factory.mktemp("run_a") / "project")
+    sh(["dvc", "repro"], project)
+    sh(["git", "add", "-A"], project)
+    sh(["git", "commit", "-q", "-m", "reproduced"], project)
+    return project
+
+
+@pytest.fixture(scope="session")
+def experiment_run(tmp_path_factory) -> Path:
+    """A second, cold copy of the project that runs the pipeline as `dvc exp run` with the same params."""
+    project = copy_project(tmp_path_factory.mktemp("run_b") / "project")
+    sh(["dvc", "exp", "run", "--name", "cold-rerun"], project)
+    return project
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer():
+    """The tiny tokenizer trained on the project's data set, with the default chat template."""
+    from slmtune.config import compose, validate
+    from slmtune.data import load_examples
+    from slmtune.prompts import user_message
+    from slmtune.tiny_model import train_tokenizer
+
+    params = validate(compose())
+    examples = load_examples(ROOT / params.data.source, params.data.labels)
+    texts = [user_message(params.model.instruction, e.phrase) for e in examples] + [e.label for e in examples]
+    return train_tokenizer(texts, params.model.tiny.vocab_size, params.model.chat_template)

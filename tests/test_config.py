@@ -1,0 +1,75 @@
+"""Configuration: composition, profiles and schema validation."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import yaml
+
+from slmtune.config import compose, load_params, validate
+from slmtune.errors import ConfigError
+
+
+def test_committed_params_equal_the_default_composition(repo_root):
+    committed = yaml.safe_load((repo_root / "params.yaml").read_text())
+    assert committed == compose()
+
+
+@pytest.mark.parametrize("hw", ["cpu", "cuda"])
+@pytest.mark.parametrize("model", ["tiny_phi3", "phi3_mini_4k"])
+def test_every_profile_composes_and_validates(hw, model):
+    params = validate(compose([f"hw={hw}", f"model={model}"]))
+    assert params.hw.name == hw
+    assert params.model.name == model
+
+
+def test_cuda_profile_defaults_to_phi3_mini_in_bf16():
+    params = validate(compose(["hw=cuda"]))
+    assert params.model.name == "phi3_mini_4k"
+    assert params.hw.dtype == "bfloat16"
+    assert params.hw.execution_provider == "cuda"
+
+
+def test_phi3_mini_is_pinned_to_a_commit_and_runs_no_remote_code():
+    model = validate(compose(["model=phi3_mini_4k"])).model
+    assert model.hub_id == "microsoft/Phi-3-mini-4k-instruct"
+    assert re.fullmatch(r"[0-9a-f]{40}", model.revision or "")
+    assert model.trust_remote_code is False
+
+
+def test_unknown_key_is_named():
+    with pytest.raises(ConfigError, match=r"train\.learnin_rate"):
+        validate({"train": {"learnin_rate": 0.1}})
+
+
+def test_wrong_type_is_named():
+    with pytest.raises(ConfigError, match=r"train\.r"):
+        validate({"train": {"r": "sixteen"}})
+
+
+def test_value_outside_its_choices_is_named():
+    with pytest.raises(ConfigError, match=r"hw\.device"):
+        validate({"hw": {"device": "tpu"}})
+
+
+def test_typo_in_an_override_fails_composition():
+    with pytest.raises(ConfigError):
+        compose(["train.lerning_rate=0.1"])
+
+
+def test_unknown_profile_fails_composition():
+    with pytest.raises(ConfigError, match="hw"):
+        compose(["hw=quantum"])
+
+
+def test_missing_params_file_says_how_to_make_it(tmp_path):
+    with pytest.raises(ConfigError, match="make params"):
+        load_params(tmp_path / "params.yaml")
+
+
+def test_params_file_with_a_typo_names_file_and_key(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump({**compose(), "seeed": 1}))
+    with pytest.raises(ConfigError, match=r"params\.yaml.*seeed"):
+        load_params(path)

@@ -1,0 +1,179 @@
+"""End to end: all five stages on the tiny default, in temporary copies of the project."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from conftest import BIN, sh, tool_env
+
+pytestmark = pytest.mark.slow
+ARTIFACTS = ["base", "adapter", "merged", "int4"]
+LABELS = {"sad", "joy", "fear", "surprise"}
+
+
+def eval_metrics(project: Path) -> dict:
+    return json.loads((project / "metrics/eval.json").read_text())
+
+
+def test_pipeline_writes_every_output(pipeline_run):
+    expected = [
+        "data/prepared/train.jsonl", "data/prepared/val.jsonl", "data/prepared/test.jsonl",
+        "models/base/config.json", "models/base/model.safetensors", "models/base/tokenizer.json",
+        "models/adapter/adapter_config.json", "models/adapter/adapter_model.safetensors",
+        "models/merged/model.safetensors", "models/merged/tokenizer.json",
+        "models/int4/genai_config.json", "models/int4/model.onnx", "models/int4/tokenizer.json",
+        "metrics/train.json", "metrics/eval.json",
+        "dvclive/train/plots/metrics/train/loss.tsv",
+        *[f"plots/confusion/{name}.json" for name in ARTIFACTS],
+    ]
+    assert [name for name in expected if not (pipeline_run / name).is_file()] == []
+    leftovers = [p for p in pipeline_run.rglob(".*.tmp")]
+    assert leftovers == []
+
+
+def test_int4_model_is_accurate_and_close_to_merged(pipeline_run):
+    metrics = eval_metrics(pipeline_run)
+    assert metrics["int4"]["accuracy"] >= 0.80
+    assert abs(metrics["int4"]["accuracy"] - metrics["merged"]["accuracy"]) <= 0.02
+    assert metrics["base"]["accuracy"] <= 0.40  # four balanced classes: chance is 0.25
+
+
+def test_fine_tuned_artifacts_agree(pipeline_run):
+    metrics = eval_metrics(pipeline_run)
+    assert metrics["agreement"]["adapter_vs_merged"] == 1.0
+    assert metrics["adapter"]["accuracy"] == metrics["merged"]["accuracy"]
+
+
+def test_eval_reports_every_figure_per_artifact(pipeline_run):
+    metrics = eval_metrics(pipeline_run)
+    for name in ARTIFACTS:
+        block = metrics[name]
+        assert set(block["f1"]) == LABELS
+        for key in ("accuracy", "macro_f1", "generation_accuracy", "latency_ms", "size_mb"):
+            assert block[key] >= 0, (name, key)
+    assert metrics["int4"]["size_mb"] < metrics["merged"]["size_mb"]
+
+
+def test_training_loss_falls(pipeline_run):
+    rows = (pipeline_run / "dvclive/train/plots/metrics/train/loss.tsv").read_text().splitlines()[1:]
+    losses = [float(row.split("\t")[1]) for row in rows]
+    assert losses[-1] < losses[0] / 4
+    train = json.loads((pipeline_run / "metrics/train.json").read_text())
+    assert 0 < train["trainable_parameters"] < train["total_parameters"]
+
+
+def test_second_repro_changes_nothing(pipeline_run):
+    result = sh(["dvc", "repro"], pipeline_run)
+    assert "Data and pipelines are up to date" in result.stdout
+    assert "Running stage" not in result.stdout
+
+
+def test_tokenizer_ids_match_onnx_runtime_genai_on_the_whole_data_set(pipeline_run):
+    import onnxruntime_genai as og
+    from transformers import AutoTokenizer
+
+    folder = pipeline_run / "models/int4"
+    hf = AutoTokenizer.from_pretrained(str(folder))
+    ort = og.Tokenizer(og.Model(str(folder)))
+    texts = [json.loads(line)["phrase"] for line in (pipeline_run / "data/raw/tone.jsonl").open()]
+    texts += [json.loads(line)["prompt"] for line in (pipeline_run / "data/prepared/test.jsonl").open()]
+    mismatched = [t for t in texts if list(ort.encode(t)) != hf(t, add_special_tokens=False)["input_ids"]]
+    assert mismatched == []
+
+
+def test_classify_prints_one_tone(pipeline_run):
+    result = sh([str(BIN / "slmtune"), "classify", "cricket is a wonderful sport!", "--model-path", "models/int4"],
+                pipeline_run)
+    assert result.stdout.strip() in LABELS
+
+
+@pytest.mark.parametrize("folder", ["models/int4", "models/merged"])
+def test_classify_file_mode_adds_a_prediction_to_every_row(pipeline_run, tmp_path, folder):
+    rows = [{"id": 1, "phrase": "I can't stop crying since she left."},
+            {"id": 2, "phrase": "Whoa, I never expected that ending!"}]
+    source = tmp_path / "in.jsonl"
+    source.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "out.jsonl"
+    sh([str(BIN / "slmtune"), "classify", "--input", str(source), "--output", str(out), "--model-path", folder],
+       pipeline_run)
+    written = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [{k: v for k, v in r.items() if k != "prediction"} for r in written] == rows
+    assert {r["prediction"] for r in written} <= LABELS
+
+
+def test_int4_and_merged_classify_the_test_split_alike(pipeline_run, tmp_path):
+    out = {}
+    for folder in ("models/int4", "models/merged"):
+        out[folder] = tmp_path / f"{Path(folder).name}.jsonl"
+        sh([str(BIN / "slmtune"), "classify", "--input", "data/prepared/test.jsonl", "--output",
+            str(out[folder]), "--model-path", folder], pipeline_run)
+    predictions = {k: [json.loads(x)["prediction"] for x in v.read_text().splitlines()] for k, v in out.items()}
+    same = sum(a == b for a, b in zip(*predictions.values(), strict=True)) / len(predictions["models/int4"])
+    assert same >= 0.95
+
+
+def test_classify_rejects_a_bad_row_and_writes_nothing(pipeline_run, tmp_path):
+    source = tmp_path / "in.jsonl"
+    source.write_text('{"phrase": "fine"}\n{"text": "no phrase here"}\n')
+    out = tmp_path / "out.jsonl"
+    result = subprocess.run([str(BIN / "slmtune"), "classify", "--input", str(source), "--output", str(out),
+                             "--model-path", "models/int4"], cwd=pipeline_run, env=tool_env(),
+                            capture_output=True, text=True, check=False)
+    assert result.returncode == 1
+    assert f"{source}:2" in result.stderr
+    assert not out.exists()
+
+
+def test_classify_names_a_missing_model_folder(pipeline_run):
+    result = subprocess.run([str(BIN / "slmtune"), "classify", "hi", "--model-path", "models/nothing"],
+                            cwd=pipeline_run, env=tool_env(), capture_output=True, text=True, check=False)
+    assert result.returncode == 1
+    assert "models/nothing" in result.stderr
+
+
+def test_plots_render_loss_and_confusion_matrices(pipeline_run, tmp_path):
+    sh(["dvc", "plots", "show", "--out", str(tmp_path / "plots")], pipeline_run)
+    page = (tmp_path / "plots" / "index.html").read_text()
+    assert "Training loss" in page
+    assert page.count("Confusion") >= len(ARTIFACTS)
+
+
+def test_push_then_pull_into_a_fresh_clone(pipeline_run, tmp_path):
+    sh(["dvc", "push"], pipeline_run)
+    clone = tmp_path / "clone"
+    sh(["git", "clone", "-q", str(pipeline_run), str(clone)], tmp_path)
+    sh(["dvc", "remote", "modify", "--local", "local", "url", str(pipeline_run.parent / "remote")], clone)
+    sh(["dvc", "pull"], clone)
+    assert (clone / "models/int4/model.onnx").is_file()
+    status = sh(["dvc", "status"], clone)
+    assert "up to date" in status.stdout
+    result = sh([str(BIN / "slmtune"), "classify", "I am so scared of the dark.", "--model-path", "models/int4"],
+                clone)
+    assert result.stdout.strip() in LABELS
+
+
+def test_cold_experiment_reproduces_the_accuracy_figures(pipeline_run, experiment_run):
+    first, second = eval_metrics(pipeline_run), eval_metrics(experiment_run)
+    for name in ARTIFACTS:
+        for key in ("accuracy", "macro_f1", "f1", "generation_accuracy"):
+            assert first[name][key] == second[name][key], (name, key)
+
+
+def test_experiments_with_a_changed_param_show_up_in_exp_show(experiment_run):
+    sh(["dvc", "exp", "run", "--name", "fewer-reps", "-S", "eval.latency_repetitions=1"], experiment_run)
+    shown = json.loads(sh(["dvc", "exp", "show", "--json"], experiment_run).stdout)
+    experiments = {}
+    for commit in shown:
+        for exp in commit.get("experiments") or []:
+            for rev in exp.get("revs", []):
+                experiments[rev.get("name")] = rev["data"]
+    assert {"cold-rerun", "fewer-reps"} <= set(experiments)
+    data = experiments["fewer-reps"]
+    assert data["params"]["params.yaml"]["data"]["eval"]["latency_repetitions"] == 1
+    eval_json = data["metrics"]["metrics/eval.json"]["data"]
+    assert eval_json["int4"]["accuracy"] >= 0.80
+    assert "train_loss" in data["metrics"]["metrics/train.json"]["data"]
