@@ -27,7 +27,7 @@ def test_pipeline_writes_every_output(pipeline_run):
         "models/merged/model.safetensors", "models/merged/tokenizer.json",
         "models/int4/genai_config.json", "models/int4/model.onnx", "models/int4/tokenizer.json",
         "metrics/train.json", "metrics/eval.json",
-        "dvclive/train/plots/metrics/train/loss.tsv",
+        "dvclive/train/plots/metrics/loss.tsv",
         *[f"plots/confusion/{name}.json" for name in ARTIFACTS],
     ]
     assert [name for name in expected if not (pipeline_run / name).is_file()] == []
@@ -59,7 +59,7 @@ def test_eval_reports_every_figure_per_artifact(pipeline_run):
 
 
 def test_training_loss_falls(pipeline_run):
-    rows = (pipeline_run / "dvclive/train/plots/metrics/train/loss.tsv").read_text().splitlines()[1:]
+    rows = (pipeline_run / "dvclive/train/plots/metrics/loss.tsv").read_text().splitlines()[1:]
     losses = [float(row.split("\t")[1]) for row in rows]
     assert losses[-1] < losses[0] / 4
     train = json.loads((pipeline_run / "metrics/train.json").read_text())
