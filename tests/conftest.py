@@ -40,8 +40,9 @@ def sh(args: list[str], cwd: Path, check: bool = True, timeout: float = 1200) ->
 
 def copy_project(dest: Path) -> Path:
     """Copy the project's tracked and unignored files into `dest` as a fresh git repository."""
-    listed = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True,
-                            text=True, check=True).stdout.splitlines()
+    listed = subprocess.run(
+        ["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.splitlines()
     for name in listed:
         source = ROOT / name
         if source.is_file():

@@ -121,9 +121,20 @@ def test_prepare_stage_exits_non_zero_with_the_line_named(tmp_path):
     source = write(tmp_path, "tone.jsonl", GOOD + "\n{broken\n")
     params_path = write(tmp_path, "params.yaml", yaml.safe_dump(compose([f"data.source={source}"])))
     result = subprocess.run(
-        [sys.executable, "-m", "slmtune.stages.prepare", "--params", str(params_path),
-         "--out-data", str(tmp_path / "prepared"), "--out-model", str(tmp_path / "base")],
-        capture_output=True, text=True, check=False,
+        [
+            sys.executable,
+            "-m",
+            "slmtune.stages.prepare",
+            "--params",
+            str(params_path),
+            "--out-data",
+            str(tmp_path / "prepared"),
+            "--out-model",
+            str(tmp_path / "base"),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert result.returncode == 1
     assert f"{source}:2: invalid JSON" in result.stderr

@@ -16,8 +16,9 @@ needs_no_cuda = pytest.mark.skipif(torch.cuda.is_available(), reason="this machi
 
 @needs_no_cuda
 def test_check_hw_cuda_says_cuda_is_missing_and_how_to_pick_cpu():
-    result = subprocess.run([str(BIN / "slmtune"), "check-hw", "hw=cuda"], capture_output=True, text=True,
-                            env=tool_env(), check=False)
+    result = subprocess.run(
+        [str(BIN / "slmtune"), "check-hw", "hw=cuda"], capture_output=True, text=True, env=tool_env(), check=False
+    )
     assert result.returncode == 1
     assert "CUDA is not available" in result.stderr
     assert "HW=cpu" in result.stderr
@@ -26,8 +27,14 @@ def test_check_hw_cuda_says_cuda_is_missing_and_how_to_pick_cpu():
 @needs_no_cuda
 def test_make_train_cuda_stops_before_any_work(tmp_path):
     start = time.perf_counter()
-    result = subprocess.run(["make", "-C", str(ROOT), "train", "HW=cuda", f"VENV={BIN.parent}"],
-                            capture_output=True, text=True, env=tool_env(), check=False, timeout=120)
+    result = subprocess.run(
+        ["make", "-C", str(ROOT), "train", "HW=cuda", f"VENV={BIN.parent}"],
+        capture_output=True,
+        text=True,
+        env=tool_env(),
+        check=False,
+        timeout=120,
+    )
     elapsed = time.perf_counter() - start
     assert result.returncode != 0
     assert "CUDA is not available" in result.stderr
@@ -36,6 +43,11 @@ def test_make_train_cuda_stops_before_any_work(tmp_path):
 
 
 def test_cpu_profile_passes_the_check():
-    result = subprocess.run([sys.executable, "-m", "slmtune.cli", "check-hw", "hw=cpu"], capture_output=True,
-                            text=True, env=tool_env(), check=False)
+    result = subprocess.run(
+        [sys.executable, "-m", "slmtune.cli", "check-hw", "hw=cpu"],
+        capture_output=True,
+        text=True,
+        env=tool_env(),
+        check=False,
+    )
     assert result.returncode == 0, result.stderr

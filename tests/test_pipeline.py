@@ -21,12 +21,21 @@ def eval_metrics(project: Path) -> dict:
 
 def test_pipeline_writes_every_output(pipeline_run):
     expected = [
-        "data/prepared/train.jsonl", "data/prepared/val.jsonl", "data/prepared/test.jsonl",
-        "models/base/config.json", "models/base/model.safetensors", "models/base/tokenizer.json",
-        "models/adapter/adapter_config.json", "models/adapter/adapter_model.safetensors",
-        "models/merged/model.safetensors", "models/merged/tokenizer.json",
-        "models/int4/genai_config.json", "models/int4/model.onnx", "models/int4/tokenizer.json",
-        "metrics/train.json", "metrics/eval.json",
+        "data/prepared/train.jsonl",
+        "data/prepared/val.jsonl",
+        "data/prepared/test.jsonl",
+        "models/base/config.json",
+        "models/base/model.safetensors",
+        "models/base/tokenizer.json",
+        "models/adapter/adapter_config.json",
+        "models/adapter/adapter_model.safetensors",
+        "models/merged/model.safetensors",
+        "models/merged/tokenizer.json",
+        "models/int4/genai_config.json",
+        "models/int4/model.onnx",
+        "models/int4/tokenizer.json",
+        "metrics/train.json",
+        "metrics/eval.json",
         "dvclive/train/plots/metrics/loss.tsv",
         *[f"plots/confusion/{name}.json" for name in ARTIFACTS],
     ]
@@ -86,20 +95,25 @@ def test_tokenizer_ids_match_onnx_runtime_genai_on_the_whole_data_set(pipeline_r
 
 
 def test_classify_prints_one_tone(pipeline_run):
-    result = sh([str(BIN / "slmtune"), "classify", "cricket is a wonderful sport!", "--model-path", "models/int4"],
-                pipeline_run)
+    result = sh(
+        [str(BIN / "slmtune"), "classify", "cricket is a wonderful sport!", "--model-path", "models/int4"], pipeline_run
+    )
     assert result.stdout.strip() in LABELS
 
 
 @pytest.mark.parametrize("folder", ["models/int4", "models/merged"])
 def test_classify_file_mode_adds_a_prediction_to_every_row(pipeline_run, tmp_path, folder):
-    rows = [{"id": 1, "phrase": "I can't stop crying since she left."},
-            {"id": 2, "phrase": "Whoa, I never expected that ending!"}]
+    rows = [
+        {"id": 1, "phrase": "I can't stop crying since she left."},
+        {"id": 2, "phrase": "Whoa, I never expected that ending!"},
+    ]
     source = tmp_path / "in.jsonl"
     source.write_text("".join(json.dumps(r) + "\n" for r in rows))
     out = tmp_path / "out.jsonl"
-    sh([str(BIN / "slmtune"), "classify", "--input", str(source), "--output", str(out), "--model-path", folder],
-       pipeline_run)
+    sh(
+        [str(BIN / "slmtune"), "classify", "--input", str(source), "--output", str(out), "--model-path", folder],
+        pipeline_run,
+    )
     written = [json.loads(line) for line in out.read_text().splitlines()]
     assert [{k: v for k, v in r.items() if k != "prediction"} for r in written] == rows
     assert {r["prediction"] for r in written} <= LABELS
@@ -109,8 +123,19 @@ def test_int4_and_merged_classify_the_test_split_alike(pipeline_run, tmp_path):
     out = {}
     for folder in ("models/int4", "models/merged"):
         out[folder] = tmp_path / f"{Path(folder).name}.jsonl"
-        sh([str(BIN / "slmtune"), "classify", "--input", "data/prepared/test.jsonl", "--output",
-            str(out[folder]), "--model-path", folder], pipeline_run)
+        sh(
+            [
+                str(BIN / "slmtune"),
+                "classify",
+                "--input",
+                "data/prepared/test.jsonl",
+                "--output",
+                str(out[folder]),
+                "--model-path",
+                folder,
+            ],
+            pipeline_run,
+        )
     predictions = {k: [json.loads(x)["prediction"] for x in v.read_text().splitlines()] for k, v in out.items()}
     same = sum(a == b for a, b in zip(*predictions.values(), strict=True)) / len(predictions["models/int4"])
     assert same >= 0.95
@@ -120,17 +145,28 @@ def test_classify_rejects_a_bad_row_and_writes_nothing(pipeline_run, tmp_path):
     source = tmp_path / "in.jsonl"
     source.write_text('{"phrase": "fine"}\n{"text": "no phrase here"}\n')
     out = tmp_path / "out.jsonl"
-    result = subprocess.run([str(BIN / "slmtune"), "classify", "--input", str(source), "--output", str(out),
-                             "--model-path", "models/int4"], cwd=pipeline_run, env=tool_env(),
-                            capture_output=True, text=True, check=False)
+    result = subprocess.run(
+        [str(BIN / "slmtune"), "classify", "--input", str(source), "--output", str(out), "--model-path", "models/int4"],
+        cwd=pipeline_run,
+        env=tool_env(),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert result.returncode == 1
     assert f"{source}:2" in result.stderr
     assert not out.exists()
 
 
 def test_classify_names_a_missing_model_folder(pipeline_run):
-    result = subprocess.run([str(BIN / "slmtune"), "classify", "hi", "--model-path", "models/nothing"],
-                            cwd=pipeline_run, env=tool_env(), capture_output=True, text=True, check=False)
+    result = subprocess.run(
+        [str(BIN / "slmtune"), "classify", "hi", "--model-path", "models/nothing"],
+        cwd=pipeline_run,
+        env=tool_env(),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert result.returncode == 1
     assert "models/nothing" in result.stderr
 
@@ -151,8 +187,7 @@ def test_push_then_pull_into_a_fresh_clone(pipeline_run, tmp_path):
     assert (clone / "models/int4/model.onnx").is_file()
     status = sh(["dvc", "status"], clone)
     assert "up to date" in status.stdout
-    result = sh([str(BIN / "slmtune"), "classify", "I am so scared of the dark.", "--model-path", "models/int4"],
-                clone)
+    result = sh([str(BIN / "slmtune"), "classify", "I am so scared of the dark.", "--model-path", "models/int4"], clone)
     assert result.stdout.strip() in LABELS
 
 

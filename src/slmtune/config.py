@@ -134,8 +134,11 @@ class Params:
 
 
 CHOICES: dict[str, dict[str, tuple[str, ...]]] = {
-    "hw": {"device": ("cpu", "cuda"), "dtype": ("float32", "bfloat16", "float16"),
-           "execution_provider": ("cpu", "cuda")},
+    "hw": {
+        "device": ("cpu", "cuda"),
+        "dtype": ("float32", "bfloat16", "float16"),
+        "execution_provider": ("cpu", "cuda"),
+    },
     "model": {"source": ("tiny", "hub", "local")},
     "train": {"method": ("lora",)},
     "build": {"precision": ("int4",)},

@@ -49,7 +49,7 @@ def _json_records(path: Path, text: str) -> Iterator[tuple[int, Any]]:
     if isinstance(document, dict) and isinstance(document.get("data"), list):
         document = document["data"]
     if not isinstance(document, list):
-        raise DataError(f"{path}: expected a JSON array of objects (or {{\"data\": [...]}})")
+        raise DataError(f'{path}: expected a JSON array of objects (or {{"data": [...]}})')
     # A JSON array has no line per record; number the records from 1 instead.
     yield from enumerate(document, start=1)
 

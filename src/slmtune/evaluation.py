@@ -45,8 +45,9 @@ def batch1_latency_ms(classifier: Classifier, phrases: list[str], repetitions: i
     return round(statistics.median(runs), 3)
 
 
-def evaluate_artifact(name: str, classifier: Classifier, phrases: list[str], size_bytes: int,
-                      latency_examples: int, repetitions: int) -> ArtifactResult:
+def evaluate_artifact(
+    name: str, classifier: Classifier, phrases: list[str], size_bytes: int, latency_examples: int, repetitions: int
+) -> ArtifactResult:
     """Score every phrase, generate for every phrase, and time a few at batch size 1."""
     predictions = predict(classifier, phrases)
     generated = generated_labels(classifier, phrases)

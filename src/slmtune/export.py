@@ -24,13 +24,21 @@ def builder_command(merged_dir: Path, out_dir: Path, cache_dir: Path, build: Bui
         "hf_token": "false",
     }
     return [
-        sys.executable, "-m", BUILDER,
-        "-i", str(merged_dir),
-        "-o", str(out_dir),
-        "-p", build.precision,
-        "-e", hw.execution_provider,
-        "-c", str(cache_dir),
-        "--extra_options", *[f"{key}={value}" for key, value in options.items()],
+        sys.executable,
+        "-m",
+        BUILDER,
+        "-i",
+        str(merged_dir),
+        "-o",
+        str(out_dir),
+        "-p",
+        build.precision,
+        "-e",
+        hw.execution_provider,
+        "-c",
+        str(cache_dir),
+        "--extra_options",
+        *[f"{key}={value}" for key, value in options.items()],
     ]
 
 

@@ -26,8 +26,7 @@ def check_machine(hw: HwConfig) -> None:
         raise HardwareError(f"hw={hw.name} needs {hw.min_gpus} GPUs; this machine has {count}.")
     if hw.dtype == "bfloat16" and not torch.cuda.is_bf16_supported():
         raise HardwareError(
-            f"hw={hw.name} trains in bfloat16, which this GPU does not support; "
-            "override with `-S hw.dtype=float16`."
+            f"hw={hw.name} trains in bfloat16, which this GPU does not support; override with `-S hw.dtype=float16`."
         )
 
 

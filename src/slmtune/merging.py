@@ -17,8 +17,9 @@ def _logits(model, tokenizer, prompts: list[str]):
         return model(**batch).logits.float()
 
 
-def merge_adapter(base_dir: Path, adapter_dir: Path, out_dir: Path, check_prompts: list[str],
-                  trust_remote_code: bool = False) -> float:
+def merge_adapter(
+    base_dir: Path, adapter_dir: Path, out_dir: Path, check_prompts: list[str], trust_remote_code: bool = False
+) -> float:
     """Merge in full precision, save safetensors and tokenizer; return max |logit difference|."""
     from peft import PeftModel
 

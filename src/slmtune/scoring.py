@@ -6,6 +6,7 @@ completions, so every artifact is compared on equal terms.
 
 from __future__ import annotations
 
+from itertools import pairwise
 from pathlib import Path
 from typing import Protocol
 
@@ -61,8 +62,9 @@ class TorchClassifier:
         for prompt in prompts:
             prompt_ids = self._ids(prompt)
             sequences += [(prompt_ids + ids, len(prompt_ids)) for ids in self._completion_ids]
-        scores = [self._score_batch(sequences[i : i + self.batch_size])
-                  for i in range(0, len(sequences), self.batch_size)]
+        scores = [
+            self._score_batch(sequences[i : i + self.batch_size]) for i in range(0, len(sequences), self.batch_size)
+        ]
         return np.concatenate(scores).reshape(len(prompts), len(self.task.labels))
 
     def _score_batch(self, batch: list[tuple[list[int], int]]) -> np.ndarray:
@@ -92,11 +94,16 @@ class TorchClassifier:
         texts: list[str] = []
         self.tokenizer.padding_side = "left"
         for i in range(0, len(prompts), self.batch_size):
-            batch = self.tokenizer(prompts[i : i + self.batch_size], return_tensors="pt", padding=True,
-                                   add_special_tokens=False).to(self.device)
+            batch = self.tokenizer(
+                prompts[i : i + self.batch_size], return_tensors="pt", padding=True, add_special_tokens=False
+            ).to(self.device)
             with torch.no_grad():
-                output = self.model.generate(**batch, max_new_tokens=self.max_new_tokens, do_sample=False,
-                                             pad_token_id=self.tokenizer.pad_token_id)
+                output = self.model.generate(
+                    **batch,
+                    max_new_tokens=self.max_new_tokens,
+                    do_sample=False,
+                    pad_token_id=self.tokenizer.pad_token_id,
+                )
             new_tokens = output[:, batch["input_ids"].shape[1] :]
             texts += self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
         self.tokenizer.padding_side = "right"
@@ -136,7 +143,7 @@ class OnnxGenaiClassifier:
             first = _log_softmax(generator.get_logits()[0, -1])
             for column, ids in enumerate(self._completion_ids):
                 total, logprobs = float(first[ids[0]]), first
-                for previous, token in zip(ids, ids[1:], strict=False):
+                for previous, token in pairwise(ids):
                     generator.append_tokens(np.asarray([previous], dtype=np.int32))
                     logprobs = _log_softmax(generator.get_logits()[0, -1])
                     total += float(logprobs[token])
@@ -167,8 +174,13 @@ def is_onnx_folder(folder: Path) -> bool:
     return (folder / "genai_config.json").is_file()
 
 
-def load_classifier(folder: Path | str, batch_size: int = 32, max_new_tokens: int = 4,
-                    adapter: Path | str | None = None, hw: HwConfig | None = None) -> Classifier:
+def load_classifier(
+    folder: Path | str,
+    batch_size: int = 32,
+    max_new_tokens: int = 4,
+    adapter: Path | str | None = None,
+    hw: HwConfig | None = None,
+) -> Classifier:
     """A classifier for a model folder: ONNX Runtime GenAI if it holds genai_config.json, else PyTorch."""
     from slmtune.models import load_causal_lm, load_tokenizer
 

@@ -52,14 +52,23 @@ def evaluate(params_path: str, test: Path, models: Path, metrics_path: Path, plo
     for name in params.eval.artifacts:
         print(f"[slmtune] evaluating {name} on {len(rows)} test phrases", flush=True)
         classifier = classifier_for(name, models, params)
-        results[name] = evaluate_artifact(name, classifier, phrases, artifact_size(name, models),
-                                          params.eval.latency_examples, params.eval.latency_repetitions)
+        results[name] = evaluate_artifact(
+            name,
+            classifier,
+            phrases,
+            artifact_size(name, models),
+            params.eval.latency_examples,
+            params.eval.latency_repetitions,
+        )
         del classifier
         gc.collect()
     metrics = {name: summarise(result, truth, labels) for name, result in results.items()}
     pairs = [("adapter", "merged"), ("merged", "int4"), ("base", "merged")]
-    metrics["agreement"] = {f"{a}_vs_{b}": agreement(results[a].predictions, results[b].predictions)
-                            for a, b in pairs if a in results and b in results}
+    metrics["agreement"] = {
+        f"{a}_vs_{b}": agreement(results[a].predictions, results[b].predictions)
+        for a, b in pairs
+        if a in results and b in results
+    }
     metrics["test_examples"] = len(rows)
     with atomic_outputs(plots) as (plots_tmp,):
         for name, result in results.items():
@@ -72,8 +81,10 @@ def _print_table(metrics: dict, names: list[str]) -> None:
     print(f"{'artifact':<10}{'accuracy':>10}{'macro_f1':>10}{'gen_acc':>10}{'latency_ms':>12}{'size_mb':>10}")
     for name in names:
         m = metrics[name]
-        print(f"{name:<10}{m['accuracy']:>10.4f}{m['macro_f1']:>10.4f}{m['generation_accuracy']:>10.4f}"
-              f"{m['latency_ms']:>12.2f}{m['size_mb']:>10.2f}")
+        print(
+            f"{name:<10}{m['accuracy']:>10.4f}{m['macro_f1']:>10.4f}{m['generation_accuracy']:>10.4f}"
+            f"{m['latency_ms']:>12.2f}{m['size_mb']:>10.2f}"
+        )
 
 
 if __name__ == "__main__":

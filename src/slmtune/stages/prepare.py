@@ -31,8 +31,11 @@ def prepare(params_path: str, out_data: Path, out_model: Path) -> None:
     data = params.data
     examples = load_examples(data.source, data.labels, data.text_field, data.label_field)
     splits = stratified_split(examples, data.val_fraction, data.test_fraction, params.seed)
-    print(f"[slmtune] {len(examples)} examples from {data.source}: "
-          + ", ".join(f"{name} {len(splits[name])}" for name in SPLITS), flush=True)
+    print(
+        f"[slmtune] {len(examples)} examples from {data.source}: "
+        + ", ".join(f"{name} {len(splits[name])}" for name in SPLITS),
+        flush=True,
+    )
     with atomic_outputs(out_data, out_model) as (data_tmp, model_tmp):
         instruction = params.model.instruction
         corpus = [user_message(instruction, e.phrase) for e in splits["train"]] + [e.label for e in splits["train"]]
@@ -42,8 +45,12 @@ def prepare(params_path: str, out_data: Path, out_model: Path) -> None:
         task.save(model_tmp)
         for name in SPLITS:
             rows = [
-                {"phrase": e.phrase, "label": e.label, "prompt": render_prompt(tokenizer, instruction, e.phrase),
-                 "completion": task.completions[e.label]}
+                {
+                    "phrase": e.phrase,
+                    "label": e.label,
+                    "prompt": render_prompt(tokenizer, instruction, e.phrase),
+                    "completion": task.completions[e.label],
+                }
                 for e in splits[name]
             ]
             write_jsonl(data_tmp / f"{name}.jsonl", rows)

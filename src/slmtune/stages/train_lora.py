@@ -34,8 +34,11 @@ def train(params_path: str, data: Path, base: Path, out: Path, metrics_path: Pat
         metrics = train_adapter(params, base, data, adapter_tmp, live_tmp)
         Task.load(base).save(adapter_tmp)
     atomic_write_json(metrics_path, metrics)
-    print(f"[slmtune] train loss {metrics['train_loss']}, eval loss {metrics['eval_loss']}, "
-          f"{metrics['trainable_parameters']:,} trainable parameters", flush=True)
+    print(
+        f"[slmtune] train loss {metrics['train_loss']}, eval loss {metrics['eval_loss']}, "
+        f"{metrics['trainable_parameters']:,} trainable parameters",
+        flush=True,
+    )
 
 
 if __name__ == "__main__":
