@@ -48,12 +48,6 @@ def copy_project(dest: Path) -> Path:
         if source.is_file():
             (dest / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source, dest / name)
-    for generated in ("dvc.lock", "metrics", "plots", "dvclive"):  # a clean clone's state
-        target = dest / generated
-        if target.is_dir():
-            shutil.rmtree(target)
-        elif target.exists():
-            target.unlink()
     sh(["git", "init", "-q", "-b", "main"], dest)
     sh(["git", "add", "-A"], dest)
     sh(["git", "commit", "-q", "-m", "copy"], dest)
