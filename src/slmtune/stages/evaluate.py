@@ -24,7 +24,7 @@ def classifier_for(name: str, models: Path, params: Params):
     """Build the classifier for one artifact name."""
     from slmtune.scoring import load_classifier
 
-    options = {"batch_size": params.eval.batch_size, "max_new_tokens": params.eval.max_new_tokens}
+    options = {"batch_size": params.eval.batch_size, "max_new_tokens": params.eval.max_new_tokens, "hw": params.hw}
     if name == "adapter":
         return load_classifier(models / "base", adapter=models / "adapter", **options)
     return load_classifier(models / name, **options)
