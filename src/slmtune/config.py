@@ -210,8 +210,8 @@ def write_params(path: Path, overrides: list[str] | None = None) -> dict[str, An
     from slmtune.atomic import atomic_write_text
 
     raw = compose(overrides)
-    header = "# Generated from conf/ by `make params` (slmtune params); do not edit by hand.\n"
-    atomic_write_text(path, header + yaml.safe_dump(raw, sort_keys=False))
+    # The same YAML that DVC's Hydra integration writes on `dvc exp run`, so neither rewrites the other.
+    atomic_write_text(path, yaml.safe_dump(raw, sort_keys=False))
     return raw
 
 
