@@ -23,6 +23,19 @@ GROUPS = ("hw", "model", "data", "train", "build", "eval")
 
 
 @dataclass
+class AzureMLConfig:
+    """Where the `azureml` profile submits training (values may also come from the environment)."""
+
+    subscription_id: str | None = None  # or AZURE_SUBSCRIPTION_ID
+    resource_group: str | None = None  # or AZURE_RESOURCE_GROUP
+    workspace: str | None = None  # or AZUREML_WORKSPACE
+    compute: str | None = None  # a GPU compute cluster name
+    experiment_name: str = "slmtune"
+    base_image: str = "mcr.microsoft.com/azureml/openmpi4.1.0-cuda11.8-cudnn8-ubuntu22.04:latest"
+    instance_count: int = 1
+
+
+@dataclass
 class HwConfig:
     """A hardware profile: where training and inference run, and how."""
 
@@ -35,6 +48,11 @@ class HwConfig:
     gradient_accumulation_steps: int = 1
     gradient_checkpointing: bool = False
     num_threads: int = 0  # torch and ONNX Runtime intra-op threads; 0 = every core
+    launcher: str = "python"  # python | torchrun | azureml: how `make train` starts train_lora
+    num_processes: int = 1  # processes per node for torchrun; 0 = one per local GPU
+    distributed: str = "none"  # none | ddp | fsdp
+    optim: str = "adamw_torch"  # transformers optimizer name (paged_adamw_32bit for QLoRA on CUDA)
+    azureml: AzureMLConfig = field(default_factory=AzureMLConfig)
 
 
 @dataclass
@@ -85,7 +103,11 @@ class DataConfig:
 class TrainConfig:
     """The fine-tuning method (peft) and the trainer's arguments."""
 
-    method: str = "lora"
+    method: str = "lora"  # lora | qlora | dora: a name; the keys below make the difference
+    use_dora: bool = False  # DoRA: weight-decomposed low-rank adaptation (peft)
+    load_in_4bit: bool = False  # QLoRA: train against a 4-bit (bitsandbytes) base
+    bnb_4bit_quant_type: str = "nf4"
+    bnb_4bit_use_double_quant: bool = True
     r: int = 16
     lora_alpha: int = 32
     lora_dropout: float = 0.05
@@ -138,9 +160,11 @@ CHOICES: dict[str, dict[str, tuple[str, ...]]] = {
         "device": ("cpu", "cuda"),
         "dtype": ("float32", "bfloat16", "float16"),
         "execution_provider": ("cpu", "cuda"),
+        "launcher": ("python", "torchrun", "azureml"),
+        "distributed": ("none", "ddp", "fsdp"),
     },
     "model": {"source": ("tiny", "hub", "local")},
-    "train": {"method": ("lora",)},
+    "train": {"method": ("lora", "qlora", "dora"), "bnb_4bit_quant_type": ("nf4", "fp4")},
     "build": {"precision": ("int4",)},
 }
 

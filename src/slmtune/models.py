@@ -82,16 +82,24 @@ def load_tokenizer(folder: Path | str, trust_remote_code: bool = False):
     return AutoTokenizer.from_pretrained(str(folder), trust_remote_code=trust_remote_code)
 
 
-def load_causal_lm(folder: Path | str, hw: HwConfig | None = None, trust_remote_code: bool = False):
-    """Load a causal LM from safetensors in the profile's dtype and device, in eval mode."""
+def load_causal_lm(
+    folder: Path | str, hw: HwConfig | None = None, trust_remote_code: bool = False, quantization=None
+):
+    """Load a causal LM from safetensors in the profile's dtype and device (optionally 4-bit), in eval mode."""
     from transformers import AutoModelForCausalLM
 
     check_model_folder(folder)
     dtype = torch_dtype(hw.dtype) if hw else torch_dtype("float32")
+    device = hw.device if hw else "cpu"
     model = AutoModelForCausalLM.from_pretrained(
-        str(folder), dtype=dtype, use_safetensors=True, trust_remote_code=trust_remote_code
+        str(folder),
+        dtype=dtype,
+        use_safetensors=True,
+        trust_remote_code=trust_remote_code,
+        quantization_config=quantization,
+        device_map={"": device} if quantization is not None else None,
     )
-    if hw and hw.device == "cuda":
+    if quantization is None and device == "cuda":
         model = model.to("cuda")
     return model.eval()
 

@@ -22,7 +22,24 @@ def lora_config(params: Params):
         lora_dropout=params.train.lora_dropout,
         target_modules=list(params.model.lora_target_modules),
         modules_to_save=list(params.model.modules_to_save) or None,
+        use_dora=params.train.use_dora,
         task_type="CAUSAL_LM",
+    )
+
+
+def quantization_config(params: Params):
+    """The bitsandbytes 4-bit config for QLoRA, or None; compute dtype from the hardware profile."""
+    if not params.train.load_in_4bit:
+        return None
+    from transformers import BitsAndBytesConfig
+
+    from slmtune.models import torch_dtype
+
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type=params.train.bnb_4bit_quant_type,
+        bnb_4bit_use_double_quant=params.train.bnb_4bit_use_double_quant,
+        bnb_4bit_compute_dtype=torch_dtype(params.hw.dtype),
     )
 
 
@@ -85,7 +102,12 @@ def train_adapter(params: Params, base_dir: Path, data_dir: Path, adapter_dir: P
 
     set_seed(params.seed)
     tokenizer = load_tokenizer(base_dir, params.model.trust_remote_code)
-    model = load_causal_lm(base_dir, params.hw, params.model.trust_remote_code)
+    quantization = quantization_config(params)
+    model = load_causal_lm(base_dir, params.hw, params.model.trust_remote_code, quantization)
+    if quantization is not None:
+        from peft import prepare_model_for_kbit_training
+
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=params.hw.gradient_checkpointing)
     live = Live(dir=str(live_dir), dvcyaml=False, save_dvc_exp=False, report=None)
     trainer = SFTTrainer(
         model=model,
