@@ -31,7 +31,7 @@ params: $(STAMP) ## compose conf/ into params.yaml for plain `dvc repro` (HW=cpu
 repro: $(STAMP) ## reproduce the whole pipeline on params.yaml (the embedded default: tiny Phi-3 on CPU)
 	$(BIN)/dvc repro
 
-train: $(STAMP) ## run the pipeline up to train_lora as an experiment under a hardware profile (HW=cpu|cuda)
+train: $(STAMP) ## run the pipeline up to train_lora as an experiment (HW=cpu|cuda|cuda_multi|azureml)
 	$(BIN)/slmtune check-hw hw=$(HW)
 	$(BIN)/dvc exp run -S hw=$(HW) train_lora
 

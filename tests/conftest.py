@@ -75,7 +75,18 @@ def experiment_run(tmp_path_factory) -> Path:
     """A second, cold copy of the project that runs the pipeline as `dvc exp run` with the same params."""
     project = copy_project(tmp_path_factory.mktemp("run_b") / "project")
     sh(["dvc", "exp", "run", "--name", "cold-rerun"], project)
+    shutil.copy2(project / "metrics/eval.json", project.parent / "cold_eval.json")
     return project
+
+
+@pytest.fixture(scope="session")
+def prepared_workspace(tmp_path_factory) -> Path:
+    """A folder holding the raw data, `prepare`'s outputs and a params.yaml: where train_lora can run."""
+    workspace = tmp_path_factory.mktemp("prepared")
+    shutil.copytree(ROOT / "data/raw", workspace / "data/raw")
+    shutil.copy2(ROOT / "params.yaml", workspace / "params.yaml")
+    sh([sys.executable, "-m", "slmtune.stages.prepare"], workspace)
+    return workspace
 
 
 @pytest.fixture(scope="session")

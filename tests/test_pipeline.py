@@ -192,7 +192,8 @@ def test_push_then_pull_into_a_fresh_clone(pipeline_run, tmp_path):
 
 
 def test_cold_experiment_reproduces_the_accuracy_figures(pipeline_run, experiment_run):
-    first, second = eval_metrics(pipeline_run), eval_metrics(experiment_run)
+    first = eval_metrics(pipeline_run)
+    second = json.loads((experiment_run.parent / "cold_eval.json").read_text())
     for name in ARTIFACTS:
         for key in ("accuracy", "macro_f1", "f1", "generation_accuracy"):
             assert first[name][key] == second[name][key], (name, key)
@@ -212,3 +213,13 @@ def test_experiments_with_a_changed_param_show_up_in_exp_show(experiment_run):
     eval_json = data["metrics"]["metrics/eval.json"]["data"]
     assert eval_json["int4"]["accuracy"] >= 0.80
     assert "train_loss" in data["metrics"]["metrics/train.json"]["data"]
+
+
+@pytest.mark.parametrize("method", ["qlora", "dora"])
+def test_every_method_reaches_an_accurate_int4_model(experiment_run, method):
+    sh(["dvc", "exp", "run", "--name", method, "-S", f"train={method}"], experiment_run)
+    metrics = eval_metrics(experiment_run)
+    train = json.loads((experiment_run / "metrics/train.json").read_text())
+    assert train["method"] == method
+    assert abs(metrics["int4"]["accuracy"] - metrics["merged"]["accuracy"]) <= 0.03
+    assert metrics["int4"]["accuracy"] >= 0.75

@@ -118,6 +118,8 @@ class TrainConfig:
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0
     logging_steps: int = 5
+    save_steps: int = 50  # checkpoint interval; a killed run resumes from the last one
+    paged_optimizer: bool = False  # paged AdamW on CUDA (QLoRA)
     eval_strategy: str = "epoch"
 
 

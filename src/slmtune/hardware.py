@@ -10,6 +10,11 @@ from slmtune.errors import HardwareError
 
 def check_machine(hw: HwConfig) -> None:
     """Raise HardwareError with a hint when the machine cannot run profile `hw`."""
+    if hw.launcher == "azureml":  # the GPU is in the cloud; check the submission settings instead
+        from slmtune.azureml import check_ready
+
+        check_ready(hw)
+        return
     import torch
 
     if hw.device != "cuda":
@@ -34,6 +39,7 @@ def configure_threads(hw: HwConfig) -> int:
     """Use `hw.num_threads` intra-op threads in torch (0 means every core); return the count."""
     import torch
 
-    threads = hw.num_threads or os.cpu_count() or 1
+    local_processes = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    threads = hw.num_threads or max(1, (os.cpu_count() or 1) // local_processes)
     torch.set_num_threads(threads)
     return threads

@@ -69,6 +69,8 @@ def _copy_local(source: Path, out_dir: Path) -> None:
 def check_model_folder(folder: Path | str) -> None:
     """A PyTorch model folder needs config.json and safetensors weights."""
     folder = Path(folder)
+    if not folder.is_dir():
+        raise ModelError(f"{folder}: model folder not found")
     if not (folder / "config.json").is_file():
         raise ModelError(f"{folder}: no config.json; not a Hugging Face model folder")
     if not any(p.suffix in WEIGHT_SUFFIXES for p in folder.iterdir()):
@@ -79,12 +81,12 @@ def load_tokenizer(folder: Path | str, trust_remote_code: bool = False):
     """Load the tokenizer saved beside a model."""
     from transformers import AutoTokenizer
 
+    if not Path(folder).is_dir():
+        raise ModelError(f"{folder}: model folder not found")
     return AutoTokenizer.from_pretrained(str(folder), trust_remote_code=trust_remote_code)
 
 
-def load_causal_lm(
-    folder: Path | str, hw: HwConfig | None = None, trust_remote_code: bool = False, quantization=None
-):
+def load_causal_lm(folder: Path | str, hw: HwConfig | None = None, trust_remote_code: bool = False, quantization=None):
     """Load a causal LM from safetensors in the profile's dtype and device (optionally 4-bit), in eval mode."""
     from transformers import AutoModelForCausalLM
 

@@ -9,8 +9,6 @@ from typing import Any
 from slmtune.config import Params
 from slmtune.data import read_jsonl
 
-CHECKPOINT_DIR = Path(".slmtune-cache/train_lora")
-
 
 def lora_config(params: Params):
     """The peft LoraConfig for the model's target modules."""
@@ -51,13 +49,16 @@ def prompt_completion_dataset(path: Path):
     return Dataset.from_list([{"prompt": r["prompt"], "completion": r["completion"]} for r in rows])
 
 
-def sft_config(params: Params):
+def sft_config(params: Params, output_dir: Path):
     """Trainer arguments: from `train.*` and the hardware profile `hw.*`."""
     from trl import SFTConfig
 
+    from slmtune.distributed import world_size
+
     hw, train = params.hw, params.train
+    paged = train.paged_optimizer and hw.device == "cuda"
     return SFTConfig(
-        output_dir=str(CHECKPOINT_DIR),
+        output_dir=str(output_dir),
         per_device_train_batch_size=hw.per_device_train_batch_size,
         per_device_eval_batch_size=hw.per_device_train_batch_size,
         gradient_accumulation_steps=hw.gradient_accumulation_steps,
@@ -65,6 +66,9 @@ def sft_config(params: Params):
         bf16=hw.dtype == "bfloat16",
         fp16=hw.dtype == "float16",
         use_cpu=hw.device == "cpu",
+        ddp_backend="gloo" if hw.device == "cpu" and world_size() > 1 else None,
+        fsdp="full_shard auto_wrap" if hw.distributed == "fsdp" else "",
+        optim="paged_adamw_32bit" if paged else hw.optim,
         learning_rate=train.learning_rate,
         num_train_epochs=train.num_train_epochs,
         lr_scheduler_type=train.lr_scheduler_type,
@@ -73,7 +77,9 @@ def sft_config(params: Params):
         max_grad_norm=train.max_grad_norm,
         logging_steps=train.logging_steps,
         eval_strategy=train.eval_strategy,
-        save_strategy="no",
+        save_strategy="steps",
+        save_steps=train.save_steps,
+        save_total_limit=1,
         report_to=[],
         seed=params.seed,
         data_seed=params.seed,
@@ -91,40 +97,76 @@ def count_parameters(model) -> tuple[int, int]:
     return trainable, total
 
 
-def train_adapter(params: Params, base_dir: Path, data_dir: Path, adapter_dir: Path, live_dir: Path) -> dict[str, Any]:
-    """Fine-tune `base_dir` on the prepared splits; save the adapter; return training metrics."""
-    from dvclive import Live
-    from transformers import set_seed
-    from transformers.integrations import DVCLiveCallback
-    from trl import SFTTrainer
+def peak_memory_mb(device: str) -> float:
+    """Peak CUDA memory allocated, or this process's peak resident set size on CPU."""
+    import resource
 
-    from slmtune.models import load_causal_lm, load_tokenizer
+    import torch
 
-    set_seed(params.seed)
-    tokenizer = load_tokenizer(base_dir, params.model.trust_remote_code)
+    if device == "cuda" and torch.cuda.is_available():
+        return round(torch.cuda.max_memory_allocated() / 2**20, 1)
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
+def load_for_training(params: Params, base_dir: Path):
+    """The base model in the profile's dtype, or in 4 bits (prepared for k-bit training) for QLoRA."""
+    from slmtune.models import load_causal_lm
+
     quantization = quantization_config(params)
     model = load_causal_lm(base_dir, params.hw, params.model.trust_remote_code, quantization)
     if quantization is not None:
         from peft import prepare_model_for_kbit_training
 
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=params.hw.gradient_checkpointing)
-    live = Live(dir=str(live_dir), dvcyaml=False, save_dvc_exp=False, report=None)
+    return model
+
+
+def train_adapter(
+    params: Params, base_dir: Path, data_dir: Path, checkpoints: Path, adapter_dir: Path | None
+) -> dict[str, Any]:
+    """Fine-tune `base_dir` on the prepared splits, resuming from `checkpoints` if a run was cut short.
+
+    Every process trains; only the one given an `adapter_dir` (the main process) saves the adapter
+    and logs with dvclive (into `checkpoints/live`, which survives a crash with the checkpoints).
+    """
+    import time
+
+    from transformers import set_seed
+    from trl import SFTTrainer
+
+    from slmtune.checkpoints import last_checkpoint
+    from slmtune.models import load_tokenizer
+
+    set_seed(params.seed)
+    tokenizer = load_tokenizer(base_dir, params.model.trust_remote_code)
+    model = load_for_training(params, base_dir)
+    resume = last_checkpoint(checkpoints)
+    callbacks = [_live_callback(checkpoints / "live", resume is not None)] if adapter_dir is not None else []
     trainer = SFTTrainer(
         model=model,
-        args=sft_config(params),
+        args=sft_config(params, checkpoints),
         train_dataset=prompt_completion_dataset(data_dir / "train.jsonl"),
         eval_dataset=prompt_completion_dataset(data_dir / "val.jsonl"),
         processing_class=tokenizer,
         peft_config=lora_config(params),
-        callbacks=[DVCLiveCallback(live=live)],
+        callbacks=callbacks,
     )
+    if resume:
+        print(f"[slmtune] resuming from {resume}", flush=True)
     trainable, total = count_parameters(trainer.model)
-    result = trainer.train()
+    start = time.perf_counter()
+    result = trainer.train(resume_from_checkpoint=resume)
+    elapsed = time.perf_counter() - start
     evaluation = trainer.evaluate()
-    live.end()
-    trainer.model.save_pretrained(str(adapter_dir))
-    tokenizer.save_pretrained(str(adapter_dir))
+    for callback in callbacks:
+        callback.live.end()
+    if adapter_dir is not None:
+        trainer.model.save_pretrained(str(adapter_dir))
+        tokenizer.save_pretrained(str(adapter_dir))
+    logged_tokens = _last_logged(trainer.state.log_history, "num_tokens")
+    tokens = int(getattr(trainer, "_total_train_tokens", 0) or logged_tokens or 0)
     return {
+        "method": params.train.method,
         "train_loss": round(float(result.training_loss), 6),
         "final_train_loss": _last_logged(trainer.state.log_history, "loss"),
         "eval_loss": round(float(evaluation["eval_loss"]), 6),
@@ -133,8 +175,21 @@ def train_adapter(params: Params, base_dir: Path, data_dir: Path, adapter_dir: P
         "epochs": float(params.train.num_train_epochs),
         "trainable_parameters": trainable,
         "total_parameters": total,
-        "train_runtime_s": round(float(result.metrics.get("train_runtime", 0.0)), 2),
+        "processes": trainer.args.world_size,
+        "resumed_from_step": int(resume.rsplit("-", 1)[-1]) if resume else 0,
+        "train_tokens": tokens,
+        "tokens_per_second": round(tokens / elapsed, 1) if elapsed > 0 and not resume else None,
+        "peak_memory_mb": peak_memory_mb(params.hw.device),
+        "train_runtime_s": round(elapsed, 2),
     }
+
+
+def _live_callback(live_dir: Path, resume: bool):
+    from dvclive import Live
+    from transformers.integrations import DVCLiveCallback
+
+    live = Live(dir=str(live_dir), dvcyaml=False, save_dvc_exp=False, report=None, resume=resume)
+    return DVCLiveCallback(live=live)
 
 
 def _last_logged(history: list[dict[str, Any]], key: str) -> float | None:

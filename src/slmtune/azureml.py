@@ -1,0 +1,404 @@
+"""The `azureml` launcher: run the train_lora stage as an Azure Machine Learning command job.
+
+The job runs the same stage script on a GPU compute cluster, in an environment that Azure ML
+builds from `requirements.lock` on the profile's base image. `data/prepared` and `models/base`
+go up as `uri_folder` inputs; when the job completes its `adapter`, `metrics` and `live` outputs
+come back into the DVC workspace atomically, so DVC records them as if training ran locally.
+
+Subscription, resource group, workspace and compute come from `hw.azureml.*` or from the
+environment at submission time; nothing identifying is written to any file. The Azure ML SDK v2
+is an optional dependency, imported only here and only when needed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import json
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import yaml
+
+from slmtune.atomic import atomic_outputs, atomic_write_text
+from slmtune.config import AzureMLConfig, HwConfig, Params
+from slmtune.errors import ConfigError, DataError, HardwareError, ModelError
+
+if TYPE_CHECKING:
+    from azure.ai.ml import MLClient
+    from azure.ai.ml.entities import Command, Environment, Job
+
+SDK_PINS = "azure-ai-ml==1.35.2 azure-identity==1.27.0"
+INSTALL_HINT = f"pip install -e '.[azureml]' (or: pip install {SDK_PINS})"
+ENV_VARS = {
+    "subscription_id": "AZURE_SUBSCRIPTION_ID",
+    "resource_group": "AZURE_RESOURCE_GROUP",
+    "workspace": "AZUREML_WORKSPACE",
+    "compute": "AZUREML_COMPUTE",
+}
+PYTHON = "3.11"  # the interpreter requirements.lock was frozen with
+JOB_ENVIRONMENT = {
+    "HF_HUB_OFFLINE": "1",
+    "HF_HUB_DISABLE_TELEMETRY": "1",
+    "DVC_NO_ANALYTICS": "1",
+    "TOKENIZERS_PARALLELISM": "false",
+}
+# Where the stage writes inside the job's working folder, copied to the named outputs at the end.
+JOB_OUT = {"adapter": "models/adapter", "metrics": "metrics", "live": "dvclive/train"}
+REMOTE_PREFIXES = ("azureml:", "https://", "http://", "wasbs://", "abfss://", "adl://")
+# Left out of the code snapshot: environments, caches, DVC's cache and config (may hold
+# credentials), tests and CI, and stage outputs, which travel as job inputs or come back as outputs.
+TOP_LEVEL_IGNORES = frozenset(
+    {
+        ".git",
+        ".ci",
+        ".venv",
+        "venv",
+        ".dvc",
+        ".azureml",
+        "data",
+        "models",
+        "metrics",
+        "plots",
+        "dvclive",
+        "dvc_plots",
+        "tests",
+        "build",
+        "dist",
+        ".slmtune-cache",
+        ".pytest_cache",
+        ".ruff_cache",
+        ".mypy_cache",
+    }
+)
+IGNORES_ANYWHERE = ("__pycache__", "*.pyc", "*.egg-info", ".env", ".env.*", ".DS_Store")
+LOCAL_LABEL = re.compile(r"\+[A-Za-z0-9.]+(?=\s*(;|$))")
+PIN = re.compile(r"^(?P<name>[A-Za-z0-9][A-Za-z0-9._-]*)(\[[^\]]*\])?==\S+(\s*;.*)?$")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Where the job goes: `hw.azureml` with the environment filled in and checked."""
+
+    subscription_id: str
+    resource_group: str
+    workspace: str
+    compute: str
+    experiment_name: str
+    base_image: str
+    instance_count: int
+
+
+def resolve_settings(config: AzureMLConfig, environ: Mapping[str, str] | None = None) -> Settings:
+    """`hw.azureml` values, else the environment's; HardwareError names every missing key."""
+    environ = os.environ if environ is None else environ
+    values: dict[str, str] = {}
+    missing = []
+    for key, var in ENV_VARS.items():
+        value = (getattr(config, key) or environ.get(var) or "").strip()
+        if value:
+            values[key] = value
+        else:
+            missing.append(f"'hw.azureml.{key}' (set {var} or pass `-S hw.azureml.{key}=...`)")
+    if missing:
+        raise HardwareError("hw.launcher=azureml needs " + ", ".join(missing))
+    if config.instance_count != 1:
+        raise ConfigError(
+            f"'hw.azureml.instance_count' is {config.instance_count}; one node is supported "
+            "(use `-S hw.num_processes=0` to train on every GPU of that node)"
+        )
+    return Settings(
+        **values,
+        experiment_name=config.experiment_name,
+        base_image=config.base_image,
+        instance_count=config.instance_count,
+    )
+
+
+def require_sdk() -> None:
+    """Raise HardwareError with the install command when the Azure ML SDK v2 is missing."""
+    try:
+        for module in ("azure.ai.ml", "azure.identity"):
+            importlib.import_module(module)
+    except ImportError as err:
+        raise HardwareError(
+            f"hw.launcher=azureml needs the Azure ML SDK v2 ({err.name or err} is not installed): {INSTALL_HINT}"
+        ) from None
+
+
+def check_ready(hw: HwConfig, environ: Mapping[str, str] | None = None) -> Settings:
+    """What `check-hw` can verify offline: settings complete and the SDK installed."""
+    settings = resolve_settings(hw.azureml, environ)
+    require_sdk()
+    return settings
+
+
+def read_pins(lock: Path) -> list[str]:
+    """The exact pins of `requirements.lock`, for a GPU machine.
+
+    The project's own line is left out (the job installs it from the code snapshot), and a local
+    version label is dropped (`torch==2.13.0+cpu` -> `torch==2.13.0`, PyPI's CUDA build on Linux).
+    """
+    if not lock.is_file():
+        raise ConfigError(f"{lock}: not found; the Azure ML environment is built from it")
+    pins = []
+    for number, line in enumerate(lock.read_text().splitlines(), start=1):
+        line = line.split(" #")[0].strip()
+        if not line or line.startswith("#") or (line.startswith(("-e ", "--editable")) and "slmtune" in line):
+            continue
+        match = PIN.match(line)
+        if match is None:
+            raise ConfigError(f"{lock}:{number}: '{line}' is not an exact pin (name==version)")
+        if match["name"].lower() != "slmtune":
+            pins.append(LOCAL_LABEL.sub("", line))
+    return pins
+
+
+def conda_spec(pins: list[str]) -> dict:
+    """A conda environment: Python, pip, setuptools for `pip install -e .` (>= 77 reads PEP 639 licenses), pins."""
+    return {
+        "name": "slmtune",
+        "channels": ["conda-forge"],
+        "dependencies": [f"python={PYTHON}", "pip", "setuptools>=77", {"pip": pins}],
+    }
+
+
+def build_environment(base_image: str, lock: Path) -> Environment:
+    """An anonymous environment that Azure ML builds (and caches) at job time: base image + lock."""
+    require_sdk()
+    from azure.ai.ml.entities import Environment
+
+    return Environment(
+        image=base_image,
+        conda_file=conda_spec(read_pins(lock)),
+        description=f"slmtune train_lora: {lock.name} on {base_image}",
+    )
+
+
+def _ignore(root: Path) -> Callable[[str, list[str]], set[str]]:
+    """A copytree ignore function for the code snapshot of the project at `root`."""
+    anywhere = shutil.ignore_patterns(*IGNORES_ANYWHERE)
+
+    def ignore(folder: str, names: list[str]) -> set[str]:
+        ignored = set(anywhere(folder, names))
+        if Path(folder).resolve() == root:
+            ignored |= TOP_LEVEL_IGNORES & set(names)
+        return ignored
+
+    return ignore
+
+
+def remote_params(params_path: Path, hw: HwConfig) -> str:
+    """`params.yaml` for the job: the same, but launched in place (python, or torchrun on every GPU)."""
+    raw = yaml.safe_load(params_path.read_text())
+    raw["hw"]["launcher"] = "python" if hw.num_processes == 1 else "torchrun"
+    return yaml.safe_dump(raw, sort_keys=False)
+
+
+def stage_code(root: Path, params_path: Path, dest: Path, hw: HwConfig) -> Path:
+    """Copy the project at `root` into `dest` (ignoring environments, caches and outputs) with the job's params."""
+    root = root.resolve()
+    if not (root / "pyproject.toml").is_file() or not (root / "src" / "slmtune").is_dir():
+        raise ConfigError(f"{root}: not the slmtune project (no pyproject.toml or src/slmtune); run from its root")
+    if not params_path.is_file():
+        raise ConfigError(f"{params_path}: not found; run `make params` to compose it from conf/")
+    shutil.copytree(root, dest, ignore=_ignore(root))
+    atomic_write_text(dest / "params.yaml", remote_params(params_path, hw))
+    return dest
+
+
+def job_command() -> str:
+    """Install the project from the code snapshot, run the stage, copy its outputs to the named outputs."""
+    stage = (
+        "python -m slmtune.stages.train_lora --params params.yaml --data ${{inputs.data}} --base ${{inputs.base}} "
+        f"--out {JOB_OUT['adapter']} --metrics {JOB_OUT['metrics']}/train.json --live {JOB_OUT['live']}"
+    )
+    return " && ".join(
+        [
+            "python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .",
+            stage,
+            *(f"cp -R {local}/. ${{{{outputs.{name}}}}}/" for name, local in JOB_OUT.items()),
+        ]
+    )
+
+
+def input_path(path: str | Path, error: type[DataError | ModelError], hint: str) -> str:
+    """A remote URI unchanged, or an existing local folder as an absolute path (uploaded on submission)."""
+    text = str(path)
+    if text.startswith(REMOTE_PREFIXES):
+        return text
+    local = Path(path).resolve()
+    if not local.is_dir():
+        raise error(f"{path}: not found; {hint}")
+    return str(local)
+
+
+def build_job(
+    params: Params,
+    settings: Settings,
+    *,
+    code: Path,
+    data: str | Path,
+    base: str | Path,
+    lock: Path,
+) -> Command:
+    """The train_lora command job: code snapshot, inputs, outputs, environment, compute."""
+    require_sdk()
+    from azure.ai.ml import Input, Output, command
+
+    hint = "run `dvc repro prepare` first"
+    return command(
+        display_name=f"slmtune train_lora ({params.model.name})",
+        description="slmtune: LoRA fine-tuning (stage train_lora), submitted by hw=azureml",
+        tags={"slmtune.stage": "train_lora", "slmtune.model": params.model.name, "slmtune.hw": params.hw.name},
+        experiment_name=settings.experiment_name,
+        code=str(code),
+        command=job_command(),
+        inputs={
+            "data": Input(type="uri_folder", path=input_path(data, DataError, hint), mode="download"),
+            "base": Input(type="uri_folder", path=input_path(base, ModelError, hint), mode="download"),
+        },
+        outputs={name: Output(type="uri_folder", mode="upload") for name in JOB_OUT},
+        environment=build_environment(settings.base_image, lock),
+        environment_variables=dict(JOB_ENVIRONMENT),
+        compute=settings.compute,
+        instance_count=settings.instance_count,
+    )
+
+
+def connect(settings: Settings) -> MLClient:
+    """An MLClient for the workspace, signed in with DefaultAzureCredential (no call is made yet)."""
+    require_sdk()
+    from azure.ai.ml import MLClient
+    from azure.identity import DefaultAzureCredential
+
+    return MLClient(
+        DefaultAzureCredential(),
+        subscription_id=settings.subscription_id,
+        resource_group_name=settings.resource_group,
+        workspace_name=settings.workspace,
+        enable_telemetry=False,
+    )
+
+
+@contextlib.contextmanager
+def azure_errors(action: str, settings: Settings) -> Iterator[None]:
+    """Turn the SDK's errors into HardwareError with what to check."""
+    from azure.core.exceptions import AzureError, ClientAuthenticationError, ResourceNotFoundError
+
+    def first_line(err: Exception) -> str:
+        return (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
+
+    try:
+        yield
+    except ClientAuthenticationError as err:
+        raise HardwareError(
+            f"{action}: could not sign in to Azure ({first_line(err)}). Run `az login`, or set AZURE_CLIENT_ID, "
+            "AZURE_TENANT_ID and AZURE_CLIENT_SECRET for a service principal."
+        ) from None
+    except ResourceNotFoundError as err:
+        raise HardwareError(
+            f"{action}: not found ({first_line(err)}). Check workspace '{settings.workspace}' in resource group "
+            f"'{settings.resource_group}' and compute '{settings.compute}' (AZUREML_WORKSPACE, AZURE_RESOURCE_GROUP, "
+            "AZUREML_COMPUTE or -S hw.azureml.*)."
+        ) from None
+    except AzureError as err:
+        raise HardwareError(f"{action}: {first_line(err)}") from None
+
+
+def _move_children(source: Path, dest: Path) -> None:
+    for child in source.iterdir():
+        os.replace(child, dest / child.name)
+
+
+def install_outputs(downloaded: Path, adapter_dir: Path, live_dir: Path) -> str:
+    """Move the downloaded `adapter` and `live` outputs into place; return the metrics JSON text."""
+    named = downloaded / "named-outputs"
+    if not (named / "adapter" / "adapter_config.json").is_file():
+        raise ModelError(f"the job's 'adapter' output has no adapter_config.json (downloaded to {named / 'adapter'})")
+    if not (named / "live").is_dir() or not any((named / "live").iterdir()):
+        raise ModelError(f"the job's 'live' output is empty (downloaded to {named / 'live'})")
+    metrics_file = named / "metrics" / "train.json"
+    try:
+        text = metrics_file.read_text()
+        json.loads(text)
+    except (OSError, ValueError) as err:
+        raise ModelError(f"the job's 'metrics' output has no valid train.json ({err})") from None
+    _move_children(named / "adapter", adapter_dir)
+    _move_children(named / "live", live_dir)
+    return text
+
+
+def fetch_outputs(
+    ml_client: MLClient, job_name: str, settings: Settings, *, out: Path, metrics: Path, live: Path
+) -> None:
+    """Download the job's outputs to a temporary folder, then rename them into place (metrics last)."""
+    with (
+        atomic_outputs(out, live) as (adapter_tmp, live_tmp),
+        tempfile.TemporaryDirectory(prefix=".azureml-download.", dir=out.parent) as scratch,
+    ):
+        with azure_errors(f"downloading the outputs of job {job_name}", settings):
+            for name in JOB_OUT:
+                ml_client.jobs.download(job_name, download_path=scratch, output_name=name)
+        text = install_outputs(Path(scratch), adapter_tmp, live_tmp)
+    atomic_write_text(metrics, text)
+
+
+def create_job(ml_client: MLClient, job: Command, settings: Settings) -> Job:
+    """Upload the code and inputs and create the job (its environment builds on first use)."""
+    with azure_errors(f"submitting to workspace '{settings.workspace}'", settings):
+        submitted = ml_client.jobs.create_or_update(job)
+    print(f"[slmtune] Azure ML job {submitted.name}: {submitted.studio_url}", flush=True)
+    return submitted
+
+
+def wait_for(ml_client: MLClient, submitted: Job, settings: Settings) -> None:
+    """Stream the job's logs until it ends; raise HardwareError unless it completed."""
+    name = submitted.name
+    try:
+        with azure_errors(f"job {name} failed (see {submitted.studio_url})", settings):
+            ml_client.jobs.stream(name)
+            status = ml_client.jobs.get(name).status
+    except KeyboardInterrupt:
+        print(f"[slmtune] job {name} keeps running; cancel it with `az ml job cancel -n {name}`", flush=True)
+        raise
+    if status != "Completed":
+        raise HardwareError(f"Azure ML job {name} ended {status}; see {submitted.studio_url}")
+
+
+def submit(
+    params: Params,
+    *,
+    params_path: Path = Path("params.yaml"),
+    data: str | Path = Path("data/prepared"),
+    base: str | Path = Path("models/base"),
+    out: Path = Path("models/adapter"),
+    metrics: Path = Path("metrics/train.json"),
+    live: Path = Path("dvclive/train"),
+    root: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> str:
+    """Run train_lora on Azure ML and bring its outputs back to `out`, `metrics` and `live`; return the job name."""
+    settings = check_ready(params.hw, environ)
+    root = (root or Path.cwd()).resolve()
+    with tempfile.TemporaryDirectory(prefix="slmtune-azureml-") as tmp:
+        code = stage_code(root, Path(params_path), Path(tmp) / "code", params.hw)
+        job = build_job(params, settings, code=code, data=data, base=base, lock=root / "requirements.lock")
+        print(
+            f"[slmtune] submitting train_lora to Azure ML workspace '{settings.workspace}', "
+            f"compute '{settings.compute}', experiment '{settings.experiment_name}'",
+            flush=True,
+        )
+        ml_client = connect(settings)
+        submitted = create_job(ml_client, job, settings)
+    name = submitted.name
+    wait_for(ml_client, submitted, settings)
+    fetch_outputs(ml_client, name, settings, out=Path(out), metrics=Path(metrics), live=Path(live))
+    print(f"[slmtune] job {name}: adapter in {out}, metrics in {metrics}", flush=True)
+    return name

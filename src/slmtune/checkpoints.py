@@ -1,0 +1,61 @@
+"""Resumable training: checkpoints in a cache folder keyed by everything the run depends on.
+
+DVC removes a stage's outputs before it runs, so checkpoints live outside them, in
+`.slmtune-cache/train_lora/<key>/`. The key hashes the params the stage reads and the
+contents of its inputs, so a killed run resumes only into the same run, never another.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from dataclasses import asdict
+from pathlib import Path
+
+from slmtune.config import Params
+
+CACHE_ROOT = Path(".slmtune-cache/train_lora")
+WEIGHT_SUFFIXES = (".safetensors", ".bin")
+
+
+def _file_digest(path: Path, content: bool) -> str:
+    if not content:  # large weight files: name and size are enough to tell models apart
+        return f"{path.name}:{path.stat().st_size}"
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return f"{path.name}:{digest.hexdigest()}"
+
+
+def run_key(params: Params, data_dir: Path, base_dir: Path) -> str:
+    """A short hash of the training params and the stage's inputs."""
+    relevant = {
+        "seed": params.seed,
+        "hw": asdict(params.hw),
+        "train": asdict(params.train),
+        "model": {k: asdict(params.model)[k] for k in ("lora_target_modules", "modules_to_save", "max_length")},
+    }
+    digest = hashlib.sha256(json.dumps(relevant, sort_keys=True).encode())
+    for folder in (data_dir, base_dir):
+        for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+            digest.update(_file_digest(path, content=path.suffix not in WEIGHT_SUFFIXES).encode())
+    return digest.hexdigest()[:16]
+
+
+def checkpoint_dir(params: Params, data_dir: Path, base_dir: Path, root: Path = CACHE_ROOT) -> Path:
+    """Where this run keeps its checkpoints."""
+    return root / run_key(params, data_dir, base_dir)
+
+
+def last_checkpoint(folder: Path) -> str | None:
+    """The newest complete `checkpoint-N` folder, or None."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    return get_last_checkpoint(str(folder)) if folder.is_dir() else None
+
+
+def discard(folder: Path) -> None:
+    """Remove a finished run's checkpoints."""
+    shutil.rmtree(folder, ignore_errors=True)

@@ -1,0 +1,105 @@
+"""Training runs anywhere: several processes, and resumption after a SIGKILL."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from safetensors.torch import load_file
+
+from conftest import sh, tool_env
+
+pytestmark = pytest.mark.slow
+CHECKPOINT_STEP = 40
+
+
+def write_params(workspace: Path, name: str, **overrides) -> Path:
+    """params.yaml with one epoch, frequent checkpoints, and `overrides` as dotted keys."""
+    params = yaml.safe_load((workspace / "params.yaml").read_text())
+    settings = {"train.num_train_epochs": 1.0, "train.save_steps": 20, **overrides}
+    for dotted, value in settings.items():
+        section, key = dotted.split(".")
+        params[section][key] = value
+    path = workspace / name
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+    return path
+
+
+def train_command(params: Path, out: str) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "slmtune.stages.train_lora",
+        "--params",
+        str(params),
+        "--out",
+        out,
+        "--metrics",
+        f"{out}.json",
+        "--live",
+        f"{out}-live",
+    ]
+
+
+def tensors(folder: Path) -> dict:
+    return load_file(folder / "adapter_model.safetensors")
+
+
+def test_two_cpu_processes_train_and_only_one_writes(prepared_workspace):
+    params = write_params(prepared_workspace, "ddp.yaml", **{"hw.launcher": "torchrun", "hw.num_processes": 2})
+    before = set(os.listdir(prepared_workspace))
+    result = sh(train_command(params, "ddp"), prepared_workspace)
+    assert "process 0 of 2" in result.stdout and "process 1 of 2" in result.stdout
+    metrics = json.loads((prepared_workspace / "ddp.json").read_text())
+    assert metrics["processes"] == 2
+    assert metrics["final_train_loss"] < 0.5 * 7.6  # from ln(vocab) ~ 7.6 at random init
+    assert set(os.listdir(prepared_workspace)) - before - {".slmtune-cache"} == {"ddp", "ddp.json", "ddp-live"}
+    assert (prepared_workspace / "ddp/adapter_model.safetensors").is_file()
+    assert not list((prepared_workspace / ".slmtune-cache/train_lora").iterdir())
+
+
+def test_a_killed_run_resumes_to_the_same_adapter(prepared_workspace):
+    params = write_params(prepared_workspace, "resume.yaml")
+    sh(train_command(params, "whole"), prepared_workspace)
+    cache = prepared_workspace / ".slmtune-cache/train_lora"
+    process = subprocess.Popen(
+        train_command(params, "killed"),
+        cwd=prepared_workspace,
+        env=tool_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 300
+    while not list(cache.glob(f"*/checkpoint-{CHECKPOINT_STEP}/trainer_state.json")):
+        assert process.poll() is None, "training ended before the checkpoint"
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    time.sleep(1.0)  # kill mid-way between checkpoints
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    assert not (prepared_workspace / "killed").exists()
+    result = sh(train_command(params, "killed"), prepared_workspace)
+    assert "resuming from" in result.stdout
+    metrics = json.loads((prepared_workspace / "killed.json").read_text())
+    assert metrics["resumed_from_step"] >= CHECKPOINT_STEP
+    whole, resumed = tensors(prepared_workspace / "whole"), tensors(prepared_workspace / "killed")
+    assert whole.keys() == resumed.keys()
+    assert all(bool((whole[name] == resumed[name]).all()) for name in whole)
+
+
+def test_training_metrics_show_memory_speed_and_size(prepared_workspace):
+    params = write_params(prepared_workspace, "metrics.yaml", **{"train.num_train_epochs": 0.2})
+    sh(train_command(params, "small"), prepared_workspace)
+    metrics = json.loads((prepared_workspace / "small.json").read_text())
+    assert metrics["peak_memory_mb"] > 0
+    assert metrics["tokens_per_second"] > 0
+    assert metrics["train_tokens"] > 0
+    assert 0 < metrics["trainable_parameters"] < metrics["total_parameters"]
