@@ -103,3 +103,33 @@ def test_training_metrics_show_memory_speed_and_size(prepared_workspace):
     assert metrics["tokens_per_second"] > 0
     assert metrics["train_tokens"] > 0
     assert 0 < metrics["trainable_parameters"] < metrics["total_parameters"]
+
+
+def test_train_memory_check_runs_every_method_on_a_random_model(tmp_path):
+    from slmtune.train_memory import main
+
+    out = tmp_path / "train_memory.json"
+    main(
+        [
+            "--shape",
+            "tiny",
+            "--hw",
+            "cpu",
+            "--methods",
+            "lora",
+            "qlora",
+            "dora",
+            "--steps",
+            "2",
+            "--seq-len",
+            "32",
+            "--out",
+            str(out),
+        ]
+    )
+    results = json.loads(out.read_text())
+    for method in ("lora", "qlora", "dora"):
+        assert results[method]["tokens_per_second"] > 0
+        assert results[method]["peak_memory_mb"] > 0
+        assert 0 < results[method]["trainable_parameters"] < results[method]["total_parameters"]
+    assert results["qlora_over_lora_peak_memory"] > 0

@@ -1,0 +1,156 @@
+"""Peak memory and tokens/second of LoRA vs QLoRA training on a Phi-3-mini-shaped random model.
+
+The GPU check of the training methods: no download, random weights of Phi-3-mini's shape
+(hidden 3072, 32 layers), a fixed number of steps at a fixed sequence length, each method
+through the project's own loading and peft code (`slmtune.training`). On a CPU machine,
+`--shape tiny` runs the same code in seconds (the smoke test does that).
+
+    python -m slmtune.train_memory --hw cuda --steps 20 --seq-len 256 --out bench/train_memory.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from slmtune.config import Params, compose, validate
+
+SHAPES = {
+    "phi3_mini": {
+        "hidden_size": 3072,
+        "intermediate_size": 8192,
+        "num_hidden_layers": 32,
+        "num_attention_heads": 32,
+        "num_key_value_heads": 32,
+        "vocab_size": 32064,
+    },
+    "tiny": {
+        "hidden_size": 128,
+        "intermediate_size": 256,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 4,
+        "vocab_size": 2048,
+    },
+}
+
+
+def write_random_model(shape: str, folder: Path, dtype: str, seed: int = 0) -> None:
+    """Save a randomly initialised Phi3ForCausalLM of `shape` (safetensors) into `folder`."""
+    import torch
+    from transformers import Phi3Config, Phi3ForCausalLM
+
+    from slmtune.models import torch_dtype
+
+    config = Phi3Config(
+        **SHAPES[shape],
+        max_position_embeddings=4096,
+        original_max_position_embeddings=4096,
+        sliding_window=None,
+        pad_token_id=0,
+        bos_token_id=0,
+        eos_token_id=1,
+        tie_word_embeddings=False,
+        architectures=["Phi3ForCausalLM"],
+    )
+    torch.manual_seed(seed)
+    with torch.device("cpu"):
+        model = Phi3ForCausalLM(config).to(torch_dtype(dtype))
+    model.save_pretrained(folder, safe_serialization=True)
+
+
+def method_params(method: str, hw: str) -> Params:
+    """The composed project configuration for `train=<method>` under `hw=<hw>` (tiny model settings)."""
+    return validate(compose([f"hw={hw}", f"train={method}", "model=tiny_phi3"]))
+
+
+def measure(method: str, hw: str, base: Path, steps: int, seq_len: int, batch: int) -> dict[str, Any]:
+    """Train `steps` optimizer steps on random token ids; return peak memory and tokens/second."""
+    import torch
+    from peft import get_peft_model
+
+    from slmtune.training import count_parameters, load_for_training, lora_config, peak_memory_mb
+
+    params = method_params(method, hw)
+    params.model.modules_to_save = []  # the adapter alone, as for Phi-3-mini
+    device = params.hw.device
+    if device == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+    base_model = load_for_training(params, base)
+    if params.hw.gradient_checkpointing and not params.train.load_in_4bit:  # k-bit preparation does it for QLoRA
+        base_model.gradient_checkpointing_enable()
+        base_model.enable_input_require_grads()
+    model = get_peft_model(base_model, lora_config(params))
+    model.train()
+    trainable, total = count_parameters(model)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+    generator = torch.Generator().manual_seed(0)
+    vocab = model.config.vocab_size
+    start = None
+    for step in range(steps + 1):  # step 0 warms up and is not timed
+        if step == 1:
+            if device == "cuda":
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+        ids = torch.randint(0, vocab, (batch, seq_len), generator=generator).to(device)
+        loss = model(input_ids=ids, labels=ids).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+    if device == "cuda":
+        torch.cuda.synchronize()
+    elapsed = time.perf_counter() - (start or time.perf_counter())
+    result = {
+        "method": method,
+        "peak_memory_mb": peak_memory_mb(device),
+        "tokens_per_second": round(steps * batch * seq_len / elapsed, 1) if elapsed > 0 else None,
+        "trainable_parameters": trainable,
+        "total_parameters": total,
+        "final_loss": round(float(loss), 4),
+    }
+    del model, optimizer
+    return result
+
+
+def run(shape: str, hw: str, methods: list[str], steps: int, seq_len: int, batch: int) -> dict[str, Any]:
+    """Measure each method on the same random model; add QLoRA's peak memory relative to LoRA's."""
+    import gc
+
+    dtype = method_params(methods[0], hw).hw.dtype
+    results: dict[str, Any] = {"shape": shape, "hw": hw, "steps": steps, "seq_len": seq_len, "batch": batch}
+    with tempfile.TemporaryDirectory(prefix="slmtune-random-model-") as folder:
+        write_random_model(shape, Path(folder), dtype)
+        for method in methods:
+            results[method] = measure(method, hw, Path(folder), steps, seq_len, batch)
+            gc.collect()
+    if "lora" in results and "qlora" in results:
+        results["qlora_over_lora_peak_memory"] = round(
+            results["qlora"]["peak_memory_mb"] / results["lora"]["peak_memory_mb"], 3
+        )
+    return results
+
+
+def main(argv: list[str] | None = None) -> None:
+    parse = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parse.add_argument("--shape", choices=sorted(SHAPES), default="phi3_mini")
+    parse.add_argument("--hw", default="cuda", help="hardware profile (cpu or cuda)")
+    parse.add_argument("--methods", nargs="+", default=["lora", "qlora"])
+    parse.add_argument("--steps", type=int, default=20)
+    parse.add_argument("--seq-len", type=int, default=256)
+    parse.add_argument("--batch", type=int, default=1)
+    parse.add_argument("--out", type=Path, default=Path("bench/train_memory.json"))
+    args = parse.parse_args(argv)
+    results = run(args.shape, args.hw, args.methods, args.steps, args.seq_len, args.batch)
+    from slmtune.atomic import atomic_write_json
+
+    atomic_write_json(args.out, results)
+    print(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
