@@ -30,9 +30,22 @@ def tool_env() -> dict[str, str]:
     }
 
 
-def sh(args: list[str], cwd: Path, check: bool = True, timeout: float = 1200) -> subprocess.CompletedProcess:
+# Fake credentials in the environment of the main pipeline run: no file it writes may contain them.
+FAKE_SECRETS = {
+    "HF_TOKEN": "hf_FAKEtokenForSlmtuneTests0123456789",
+    "AZURE_STORAGE_CONNECTION_STRING": "DefaultEndpointsProtocol=https;AccountName=fakeslmtune;"
+    "AccountKey=RkFLRWtleUZvclNsbXR1bmVUZXN0c09ubHk=;EndpointSuffix=core.windows.net",
+    "AZURE_STORAGE_KEY": "RkFLRWtleUZvclNsbXR1bmVUZXN0c09ubHk=",
+    "AZURE_CLIENT_SECRET": "fake-client-secret-7c1e9d2a",
+}
+
+
+def sh(
+    args: list[str], cwd: Path, check: bool = True, timeout: float = 1200, extra_env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
     """Run a command in `cwd`, capturing text output; fail with that output when it fails."""
-    result = subprocess.run(args, cwd=cwd, env=tool_env(), capture_output=True, text=True, timeout=timeout)
+    env = {**tool_env(), **(extra_env or {})}
+    result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
     if check and result.returncode != 0:
         pytest.fail(f"{' '.join(args)} exited {result.returncode}\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}")
     return result
@@ -64,7 +77,8 @@ def repo_root() -> Path:
 def pipeline_run(tmp_path_factory) -> Path:
     """The whole pipeline, `dvc repro`, on the tiny default in a temporary copy (committed afterwards)."""
     project = copy_project(tmp_path_factory.mktemp("run_a") / "project")
-    sh(["dvc", "repro"], project)
+    result = sh(["dvc", "repro"], project, extra_env=FAKE_SECRETS)
+    (project.parent / "repro.log").write_text(result.stdout + result.stderr)
     sh(["git", "add", "-A"], project)
     sh(["git", "commit", "-q", "-m", "reproduced"], project)
     return project
@@ -76,6 +90,7 @@ def experiment_run(tmp_path_factory) -> Path:
     project = copy_project(tmp_path_factory.mktemp("run_b") / "project")
     sh(["dvc", "exp", "run", "--name", "cold-rerun"], project)
     shutil.copy2(project / "metrics/eval.json", project.parent / "cold_eval.json")
+    shutil.copytree(project / "models/adapter", project.parent / "cold_adapter")
     return project
 
 

@@ -32,3 +32,13 @@ def test_json_is_replaced_whole(tmp_path):
     atomic_write_json(path, {"accuracy": 0.9})
     assert path.read_text() == '{\n  "accuracy": 0.9\n}\n'
     assert [p.name for p in path.parent.iterdir()] == ["eval.json"]
+
+
+def test_temporaries_of_a_killed_run_are_removed_by_the_next(tmp_path):
+    final = tmp_path / "merged"
+    stale = tmp_path / ".merged.abc123.tmp"
+    stale.mkdir()
+    (stale / "half.safetensors").write_bytes(b"\0")
+    with atomic_outputs(final) as (temp,):
+        (temp / "model.safetensors").write_bytes(b"1")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["merged"]

@@ -73,3 +73,52 @@ def test_params_file_with_a_typo_names_file_and_key(tmp_path):
     path.write_text(yaml.safe_dump({**compose(), "seeed": 1}))
     with pytest.raises(ConfigError, match=r"params\.yaml.*seeed"):
         load_params(path)
+
+
+@pytest.mark.parametrize("model", ["tiny_phi3", "phi3_mini_4k"])
+def test_no_model_config_runs_remote_code_or_floats_by_default(model):
+    params = validate(compose([f"model={model}"]))
+    assert params.model.trust_remote_code is False
+    assert params.model.allow_floating_revision is False
+
+
+def test_a_floating_hub_revision_is_refused_unless_allowed():
+    with pytest.raises(ConfigError, match=r"'model\.revision' is 'main'.*allow_floating_revision=true"):
+        compose(["model=phi3_mini_4k", "model.revision=main"])
+    allowed = validate(compose(["model=phi3_mini_4k", "model.revision=main", "model.allow_floating_revision=true"]))
+    assert allowed.model.revision == "main"
+
+
+def test_the_missing_value_marker_is_named_not_replaced_by_a_default():
+    with pytest.raises(ConfigError, match=r"'train\.r' has no value"):
+        validate({"train": {"r": "???"}})
+
+
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [
+        ("train.learning_rate=0.0", "train.learning_rate"),
+        ("train.r=0", "train.r"),
+        ("train.lora_alpha=-1", "train.lora_alpha"),
+        ("train.lora_dropout=1.5", "train.lora_dropout"),
+        ("train.num_train_epochs=-1.0", "train.num_train_epochs"),
+        ("build.block_size=100", "build.block_size"),
+        ("data.test_fraction=0.0", "data.test_fraction"),
+        ("hw.per_device_train_batch_size=0", "hw.per_device_train_batch_size"),
+        ("model.max_length=512", "model.max_length"),
+        ("seed=-1", "seed"),
+    ],
+)
+def test_out_of_range_values_are_named(override, key):
+    with pytest.raises(ConfigError, match=rf"'{re.escape(key)}'"):
+        compose([override])
+
+
+def test_labels_that_differ_only_in_case_are_refused():
+    with pytest.raises(ConfigError, match=r"data\.labels"):
+        validate({"data": {"labels": ["joy", "Joy", "sad"]}})
+
+
+def test_unknown_group_option_lists_the_available_ones():
+    with pytest.raises(ConfigError, match=r"config group 'hw' has no option 'tpu'.*available: azureml, cpu, cuda"):
+        compose(["hw=tpu"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
@@ -10,7 +11,14 @@ import pytest
 from conftest import tool_env
 from slmtune.config import compose, validate
 from slmtune.errors import ModelError
-from slmtune.models import check_model_folder, load_causal_lm, load_tokenizer, materialise_base
+from slmtune.models import (
+    check_adapter_folder,
+    check_model_folder,
+    check_safetensors,
+    load_causal_lm,
+    load_tokenizer,
+    materialise_base,
+)
 
 TEXTS = ["I miss you so much", "best day ever", "that noise scares me", "no way, really?"] * 20
 
@@ -68,3 +76,33 @@ def test_hub_download_offline_fails_with_the_pinned_id_named(tmp_path):
     assert result.returncode != 0
     assert "ModelError" in result.stderr
     assert "microsoft/Phi-3-mini-4k-instruct@0a67737cc96d2554230f90338b163bc6380a2a85" in result.stderr
+
+
+def test_remote_code_is_off_unless_the_model_config_turns_it_on():
+    import inspect
+
+    from slmtune.merging import merge_adapter
+
+    for function in (load_tokenizer, load_causal_lm, merge_adapter):
+        assert inspect.signature(function).parameters["trust_remote_code"].default is False
+
+
+def test_turning_remote_code_on_warns_naming_the_folder(tiny_base):
+    from slmtune.errors import RemoteCodeWarning
+
+    with pytest.warns(RemoteCodeWarning, match=rf"trust_remote_code=true: loading {re.escape(str(tiny_base))}"):
+        load_tokenizer(tiny_base, trust_remote_code=True)
+
+
+def test_truncated_weights_are_refused_naming_the_file(tiny_base, tmp_path):
+    weights = tmp_path / "model.safetensors"
+    weights.write_bytes((tiny_base / "model.safetensors").read_bytes()[:-100])
+    with pytest.raises(ModelError, match=rf"{re.escape(str(weights))}: truncated"):
+        check_safetensors(weights)
+
+
+def test_an_adapter_with_only_pickle_weights_is_refused(tmp_path):
+    (tmp_path / "adapter_config.json").write_text("{}")
+    (tmp_path / "adapter_model.bin").write_bytes(b"")
+    with pytest.raises(ModelError, match="only pickle weights"):
+        check_adapter_folder(tmp_path)

@@ -199,6 +199,25 @@ def test_cold_experiment_reproduces_the_accuracy_figures(pipeline_run, experimen
             assert first[name][key] == second[name][key], (name, key)
 
 
+def test_cold_runs_train_bit_identical_adapters(pipeline_run, experiment_run):
+    from safetensors.torch import load_file
+
+    first = load_file(pipeline_run / "models/adapter/adapter_model.safetensors")
+    second = load_file(experiment_run.parent / "cold_adapter/adapter_model.safetensors")
+    assert first.keys() == second.keys()
+    assert all(bool((first[name] == second[name]).all()) for name in first)
+
+
+def test_no_file_the_run_wrote_holds_a_secret(pipeline_run):
+    from conftest import FAKE_SECRETS
+
+    secrets = [value.encode() for value in FAKE_SECRETS.values()]
+    files = [p for p in pipeline_run.rglob("*") if p.is_file()] + [pipeline_run.parent / "repro.log"]
+    assert len(files) > 50
+    leaks = [(str(path), secret[:8]) for path in files for secret in secrets if secret in path.read_bytes()]
+    assert leaks == []
+
+
 def test_experiments_with_a_changed_param_show_up_in_exp_show(experiment_run):
     sh(["dvc", "exp", "run", "--name", "fewer-reps", "-S", "eval.latency_repetitions=1"], experiment_run)
     shown = json.loads(sh(["dvc", "exp", "show", "--json"], experiment_run).stdout)

@@ -16,6 +16,7 @@ def atomic_write_text(path: Path | str, text: str) -> None:
     """Write `text` to `path` so that readers see the old file or the whole new one."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
@@ -42,6 +43,13 @@ def _remove(path: Path) -> None:
         path.unlink()
 
 
+def remove_stale_temporaries(final: Path) -> None:
+    """Remove temporaries that a killed run (SIGKILL leaves no chance to clean up) left beside `final`."""
+    if final.parent.is_dir():
+        for stale in final.parent.glob(f".{final.name}.*.tmp"):
+            _remove(stale)
+
+
 @contextlib.contextmanager
 def atomic_outputs(*finals: Path | str) -> Iterator[list[Path]]:
     """Yield temporary paths, one per final output; rename them all into place on success.
@@ -54,6 +62,7 @@ def atomic_outputs(*finals: Path | str) -> Iterator[list[Path]]:
     try:
         for final in final_paths:
             final.parent.mkdir(parents=True, exist_ok=True)
+            remove_stale_temporaries(final)
             temp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
             temp.chmod(0o755)
             temps.append(temp)

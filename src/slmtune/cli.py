@@ -8,11 +8,19 @@ import os
 import sys
 from pathlib import Path
 
-from slmtune.errors import DataError, SlmtuneError
+from slmtune.errors import (
+    DataError,
+    ModelError,
+    SlmtuneError,
+    add_debug_flag,
+    failure_lines,
+    print_traceback_if_debug,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parse = argparse.ArgumentParser(prog="slmtune", description=__doc__)
+    add_debug_flag(parse)
     commands = parse.add_subparsers(dest="command", required=True)
 
     classify = commands.add_parser("classify", help="classify phrases with a model folder (int4 ONNX or PyTorch)")
@@ -29,24 +37,46 @@ def build_parser() -> argparse.ArgumentParser:
 
     check = commands.add_parser("check-hw", help="check that this machine can run a hardware profile")
     check.add_argument("overrides", nargs="*", help="e.g. hw=cuda")
+    for command in (classify, params, check):
+        add_debug_flag(command)
     return parse
 
 
 def read_phrase_rows(path: Path, field: str) -> list[dict]:
-    """Rows of a jsonl file, each an object with a non-empty string `field`."""
-    from slmtune.data import read_records
+    """Rows of a jsonl file, each an object with a non-empty string `field`; at least one row."""
+    from slmtune.data import json_type, read_records
 
     if path.suffix.lower() != ".jsonl":
-        raise DataError(f"{path}: --input must be a .jsonl file")
+        raise DataError(f"{path}: --input must be a .jsonl file (one JSON object per line)")
     rows = []
     for line, record in read_records(path):
+        where = f"{path}:{line}"
         if not isinstance(record, dict):
-            raise DataError(f"{path}:{line}: expected a JSON object")
+            raise DataError(f"{where}: expected a JSON object with a '{field}' field, got {json_type(record)}")
         value = record.get(field)
-        if not isinstance(value, str) or not value.strip():
-            raise DataError(f"{path}:{line}: missing or empty string field '{field}'")
+        if value is None:
+            raise DataError(f"{where}: no '{field}' field; every row needs one (or name another with --field)")
+        if not isinstance(value, str):
+            raise DataError(f"{where}: field '{field}' must be a string, got {json_type(value)}")
+        if not value.strip():
+            raise DataError(f"{where}: field '{field}' is empty; give each row some text or remove it")
+        try:
+            json.dumps(record, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            raise DataError(f"{where}: holds a lone surrogate escape (like \\ud800); fix the text") from None
         rows.append(record)
+    if not rows:
+        raise DataError(f"{path}: no rows to classify (the file is empty)")
     return rows
+
+
+def check_model_path(folder: Path) -> None:
+    """`--model-path` must name an existing folder."""
+    if not folder.is_dir():
+        raise ModelError(
+            f"--model-path {folder}: model folder not found; build it with `dvc repro` (or fetch it with "
+            "`dvc pull`), or point --model-path at a model folder such as models/int4 or models/merged"
+        )
 
 
 def classify(args: argparse.Namespace) -> None:
@@ -57,10 +87,13 @@ def classify(args: argparse.Namespace) -> None:
         raise SlmtuneError("give either one PHRASE or --input FILE.jsonl (with --output OUT.jsonl)")
     if args.input is not None and args.output is None:
         raise SlmtuneError("--input needs --output OUT.jsonl")
+    if args.phrase is not None and not args.phrase.strip():
+        raise DataError('the phrase is empty; give some text to classify, e.g. `slmtune classify "what a day!"`')
     rows = read_phrase_rows(args.input, args.field) if args.input else [{args.field: args.phrase}]
+    check_model_path(args.model_path)
     classifier = load_classifier(args.model_path)
     label = generated_labels if args.generate else predict
-    predictions = label(classifier, [row[args.field] for row in rows]) if rows else []
+    predictions = label(classifier, [row[args.field] for row in rows])
     if args.input is None:
         print(predictions[0])
         return
@@ -69,27 +102,37 @@ def classify(args: argparse.Namespace) -> None:
     print(f"classified {len(rows)} rows -> {args.output}", file=sys.stderr)
 
 
+def compose_params(args: argparse.Namespace) -> None:
+    from slmtune.config import write_params
+
+    write_params(args.output, args.overrides)
+    print(f"wrote {args.output} ({' '.join(args.overrides) or 'defaults'})", file=sys.stderr)
+
+
+def check_hw(args: argparse.Namespace) -> None:
+    from slmtune.config import compose, validate
+    from slmtune.hardware import check_machine
+
+    hw = validate(compose(args.overrides)).hw
+    check_machine(hw)
+    print(f"hw={hw.name}: this machine can run it", file=sys.stderr)
+
+
+COMMANDS = {"classify": classify, "params": compose_params, "check-hw": check_hw}
+
+
 def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     args = build_parser().parse_args(argv)
     try:
-        if args.command == "classify":
-            classify(args)
-        elif args.command == "params":
-            from slmtune.config import write_params
-
-            write_params(args.output, args.overrides)
-            print(f"wrote {args.output} ({' '.join(args.overrides) or 'defaults'})", file=sys.stderr)
-        elif args.command == "check-hw":
-            from slmtune.config import compose, validate
-            from slmtune.hardware import check_machine
-
-            hw = validate(compose(args.overrides)).hw
-            check_machine(hw)
-            print(f"hw={hw.name}: this machine can run it", file=sys.stderr)
-    except SlmtuneError as err:
-        print(f"slmtune: error: {err}", file=sys.stderr)
+        COMMANDS[args.command](args)
+    except Exception as err:
+        sys.stdout.flush()
+        print_traceback_if_debug(err)
+        first, *rest = failure_lines(err)
+        print("\n".join([f"slmtune: error: {first}", *(f"slmtune: {line}" for line in rest)]), file=sys.stderr)
+        sys.stderr.flush()
         sys.exit(1)
 
 

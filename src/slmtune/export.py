@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -13,6 +15,33 @@ from slmtune.config import BuildConfig, HwConfig
 from slmtune.errors import ModelError
 
 BUILDER = "onnxruntime_genai.models.builder"
+DISPATCH = re.compile(r"""config\.architectures\[0\]\s*==\s*["'](\w+)["']""")
+
+
+def supported_architectures() -> set[str]:
+    """The architectures the installed model builder dispatches on, read from its source (empty if unknown)."""
+    spec = importlib.util.find_spec("onnxruntime_genai")
+    if spec is None or not spec.submodule_search_locations:
+        return set()
+    source = Path(next(iter(spec.submodule_search_locations))) / "models" / "builder.py"
+    return set(DISPATCH.findall(source.read_text(encoding="utf-8"))) if source.is_file() else set()
+
+
+def check_buildable(merged_dir: Path) -> None:
+    """Refuse, before the builder runs, a model whose architecture the int4 builder cannot convert."""
+    from slmtune.models import read_model_config
+
+    where = merged_dir / "config.json"
+    architectures = read_model_config(merged_dir).get("architectures")
+    if not isinstance(architectures, list) or not architectures or not isinstance(architectures[0], str):
+        raise ModelError(f"{where}: no 'architectures' entry (e.g. [\"Phi3ForCausalLM\"]); the int4 builder needs it")
+    supported = supported_architectures()
+    if supported and architectures[0] not in supported:
+        raise ModelError(
+            f"{where}: architecture {architectures[0]!r} is not supported by the onnxruntime-genai int4 model "
+            f"builder; it converts {', '.join(sorted(supported))}. Fine-tune a model of one of these families, "
+            "or drop 'int4' from eval.artifacts and do not run build_int4"
+        )
 
 
 def builder_command(merged_dir: Path, out_dir: Path, cache_dir: Path, build: BuildConfig, hw: HwConfig) -> list[str]:
@@ -50,7 +79,11 @@ def build_onnx(merged_dir: Path, out_dir: Path, build: BuildConfig, hw: HwConfig
         env = {**os.environ, "HF_HUB_OFFLINE": "1"}
         completed = subprocess.run(command, env=env, check=False, capture_output=True, text=True)
     if completed.returncode != 0:
-        tail = "\n".join((completed.stdout + completed.stderr).splitlines()[-30:])
+        output = completed.stdout + completed.stderr
+        unsupported = re.search(r"The (.+) model is not currently supported", output)
+        if unsupported:
+            raise ModelError(f"{merged_dir}: the int4 model builder does not support {unsupported.group(1)}")
+        tail = "\n".join(output.splitlines()[-30:])
         raise ModelError(f"the onnxruntime-genai model builder failed (exit {completed.returncode}):\n{tail}")
     set_intra_op_threads(out_dir / "genai_config.json", hw.num_threads or os.cpu_count() or 1)
 

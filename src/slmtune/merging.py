@@ -21,13 +21,11 @@ def merge_adapter(
     base_dir: Path, adapter_dir: Path, out_dir: Path, check_prompts: list[str], trust_remote_code: bool = False
 ) -> float:
     """Merge in full precision, save safetensors and tokenizer; return max |logit difference|."""
-    from peft import PeftModel
-
-    from slmtune.models import load_causal_lm, load_tokenizer
+    from slmtune.models import load_adapter, load_causal_lm, load_tokenizer
 
     tokenizer = load_tokenizer(base_dir, trust_remote_code)
     base = load_causal_lm(base_dir, None, trust_remote_code)  # float32: never merge into low precision
-    adapted = PeftModel.from_pretrained(base, str(adapter_dir)).eval()
+    adapted = load_adapter(base, adapter_dir, base_dir)
     expected = _logits(adapted, tokenizer, check_prompts)
     merged = adapted.merge_and_unload().eval()
     actual = _logits(merged, tokenizer, check_prompts)

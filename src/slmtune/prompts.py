@@ -29,7 +29,14 @@ class Task:
         path = Path(folder) / TASK_FILE
         if not path.is_file():
             raise ModelError(f"{folder}: no {TASK_FILE}; is this a model folder written by slmtune?")
-        return cls(**json.loads(path.read_text()))
+        try:
+            task = cls(**json.loads(path.read_text(encoding="utf-8")))
+            complete = bool(task.labels) and all(label in task.completions for label in task.labels)
+        except (ValueError, TypeError) as err:
+            raise ModelError(f"{path}: not a valid task card ({err}); restore the folder or rerun its stage") from None
+        if not complete:
+            raise ModelError(f"{path}: the task card lacks labels or their completions; rerun the stage that wrote it")
+        return task
 
 
 def user_message(instruction: str, phrase: str) -> str:
@@ -61,6 +68,16 @@ def build_task(tokenizer: Any, instruction: str, labels: list[str]) -> Task:
     """The task card for a tokenizer: instruction, labels and each label's completion text."""
     completions = {label: completion_for(tokenizer, instruction, label) for label in labels}
     return Task(instruction=instruction, labels=list(labels), completions=completions)
+
+
+def prompt_lengths(tokenizer: Any, prompts: list[str], completions: list[str]) -> list[int]:
+    """Tokens in each prompt followed by its longest completion: what training and scoring feed the model."""
+    if not prompts:
+        return []
+    texts = [prompt + completion for prompt in prompts for completion in completions]
+    ids = tokenizer(texts)["input_ids"]
+    width = len(completions)
+    return [max(len(row) for row in ids[i * width : (i + 1) * width]) for i in range(len(prompts))]
 
 
 def label_from_text(text: str, labels: list[str]) -> str:

@@ -117,8 +117,14 @@ class OnnxGenaiClassifier:
         import onnxruntime_genai as og
 
         self.og, self.task, self.max_new_tokens = og, task, max_new_tokens
-        self.model = og.Model(str(folder))
-        self.tokenizer = og.Tokenizer(self.model)
+        try:
+            self.model = og.Model(str(folder))
+            self.tokenizer = og.Tokenizer(self.model)
+        except Exception as err:  # onnxruntime-genai raises plain RuntimeError
+            raise ModelError(
+                f"{folder}: ONNX Runtime GenAI cannot load this folder: {str(err).strip()[:300]}; "
+                "restore it (`dvc checkout` or `dvc pull`) or rerun build_int4"
+            ) from err
         from slmtune.models import load_tokenizer
 
         self.hf_tokenizer = load_tokenizer(folder)  # renders the chat template
@@ -182,17 +188,22 @@ def load_classifier(
     hw: HwConfig | None = None,
 ) -> Classifier:
     """A classifier for a model folder: ONNX Runtime GenAI if it holds genai_config.json, else PyTorch."""
-    from slmtune.models import load_causal_lm, load_tokenizer
+    from slmtune.models import check_model_folder, load_adapter, load_causal_lm, load_tokenizer
 
     folder = Path(folder)
     if not folder.is_dir():
         raise ModelError(f"{folder}: model folder not found")
+    if not is_onnx_folder(folder) and not (folder / "config.json").is_file():
+        raise ModelError(
+            f"{folder}: neither an ONNX Runtime GenAI model (genai_config.json) nor a PyTorch one (config.json); "
+            "point at a model folder such as models/int4 or models/merged"
+        )
     task = Task.load(folder)
     if is_onnx_folder(folder):
         return OnnxGenaiClassifier(folder, task, max_new_tokens)
+    check_model_folder(folder)
+    tokenizer = load_tokenizer(folder)
     model = load_causal_lm(folder, hw)
     if adapter is not None:
-        from peft import PeftModel
-
-        model = PeftModel.from_pretrained(model, str(adapter)).eval()
-    return TorchClassifier(model, load_tokenizer(folder), task, batch_size, max_new_tokens)
+        model = load_adapter(model, adapter, folder)
+    return TorchClassifier(model, tokenizer, task, batch_size, max_new_tokens)

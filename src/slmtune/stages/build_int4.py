@@ -20,12 +20,14 @@ def main(argv: list[str] | None = None) -> None:
 def build(params_path: str, merged: Path, out: Path) -> None:
     params = load_params(params_path)
     go_offline()
-    from slmtune.export import build_onnx, check_onnx_folder
-    from slmtune.models import check_model_folder
+    from slmtune.export import build_onnx, check_buildable, check_onnx_folder
+    from slmtune.models import check_model_folder, check_tokenizer_folder
     from slmtune.prompts import Task
 
     check_model_folder(merged)
+    check_tokenizer_folder(merged)
     task = Task.load(merged)
+    check_buildable(merged)
     with atomic_outputs(out) as (onnx_tmp,):
         build_onnx(merged, onnx_tmp, params.build, params.hw)
         task.save(onnx_tmp)

@@ -37,20 +37,54 @@ def artifact_size(name: str, models: Path) -> int:
     return folder_size_bytes(*folders)
 
 
+def read_test_split(test: Path, labels: list[str]) -> tuple[list[str], list[str]]:
+    """Phrases and true labels of the prepared test split, each row checked."""
+    from slmtune.data import read_records
+    from slmtune.errors import DataError
+
+    phrases, truth = [], []
+    for line, row in read_records(test):
+        if not (isinstance(row, dict) and isinstance(row.get("phrase"), str) and row.get("label") in labels):
+            raise DataError(
+                f"{test}:{line}: not a prepared row (a 'phrase' and a 'label' among {labels}); "
+                "rerun prepare (`dvc repro prepare`) or restore it with `dvc checkout`"
+            )
+        phrases.append(row["phrase"])
+        truth.append(row["label"])
+    if not phrases:
+        raise DataError(f"{test}: no rows; rerun prepare (`dvc repro prepare`)")
+    return phrases, truth
+
+
+def check_artifacts(names: list[str], models: Path) -> None:
+    """Check every artifact's folder before evaluating any (evaluation takes a while)."""
+    from slmtune.models import check_adapter_folder, check_model_folder, check_tokenizer_folder
+    from slmtune.prompts import Task
+    from slmtune.scoring import is_onnx_folder
+
+    for name in names:
+        folder = models / ("base" if name == "adapter" else name)
+        if name == "adapter":
+            check_adapter_folder(models / "adapter")
+        if not is_onnx_folder(folder):
+            check_model_folder(folder)
+        check_tokenizer_folder(folder)
+        Task.load(folder)
+
+
 def evaluate(params_path: str, test: Path, models: Path, metrics_path: Path, plots: Path) -> None:
     params = load_params(params_path)
     go_offline()
-    from slmtune.data import read_jsonl
+    labels = list(params.data.labels)
+    phrases, truth = read_test_split(test, labels)
+    check_artifacts(params.eval.artifacts, models)
     from slmtune.evaluation import agreement, confusion_rows, evaluate_artifact, summarise
     from slmtune.hardware import configure_threads
 
     configure_threads(params.hw)
-    rows = read_jsonl(test)
-    phrases, truth = [r["phrase"] for r in rows], [r["label"] for r in rows]
-    labels = list(params.data.labels)
     results = {}
     for name in params.eval.artifacts:
-        print(f"[slmtune] evaluating {name} on {len(rows)} test phrases", flush=True)
+        print(f"[slmtune] evaluating {name} on {len(phrases)} test phrases", flush=True)
         classifier = classifier_for(name, models, params)
         results[name] = evaluate_artifact(
             name,
@@ -69,7 +103,7 @@ def evaluate(params_path: str, test: Path, models: Path, metrics_path: Path, plo
         for a, b in pairs
         if a in results and b in results
     }
-    metrics["test_examples"] = len(rows)
+    metrics["test_examples"] = len(phrases)
     with atomic_outputs(plots) as (plots_tmp,):
         for name, result in results.items():
             atomic_write_json(plots_tmp / f"{name}.json", confusion_rows(truth, result.predictions))

@@ -29,9 +29,11 @@ def merge(params_path: str, base: Path, adapter: Path, out: Path) -> None:
     params = load_params(params_path)
     go_offline()
     from slmtune.merging import merge_adapter
-    from slmtune.models import load_tokenizer
+    from slmtune.models import check_adapter_folder, check_model_folder, load_tokenizer
     from slmtune.prompts import Task, render_prompt
 
+    check_model_folder(base)  # cheap checks first: a damaged folder fails before any model loads
+    check_adapter_folder(adapter)
     task = Task.load(adapter)
     tokenizer = load_tokenizer(base, params.model.trust_remote_code)
     prompts = [render_prompt(tokenizer, task.instruction, phrase) for phrase in CHECK_PHRASES]

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 from slmtune.atomic import atomic_outputs
-from slmtune.config import load_params
-from slmtune.data import SPLITS, load_examples, stratified_split, write_jsonl
+from slmtune.config import Params, load_params
+from slmtune.data import SPLITS, Example, load_examples, stratified_split, write_jsonl
+from slmtune.errors import DataError
 from slmtune.stages.common import go_offline, parser, run
 
 
@@ -26,11 +28,13 @@ def prepare(params_path: str, out_data: Path, out_model: Path) -> None:
     else:
         os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
     from slmtune.models import load_tokenizer, materialise_base
-    from slmtune.prompts import build_task, render_prompt, user_message
+    from slmtune.prompts import build_task, user_message
 
     data = params.data
+    if not Path(data.source).exists():
+        raise DataError(f"{data.source}: file not found; set data.source to your data file (.jsonl, .json or .csv)")
     examples = load_examples(data.source, data.labels, data.text_field, data.label_field)
-    splits = stratified_split(examples, data.val_fraction, data.test_fraction, params.seed)
+    splits = stratified_split(examples, data.val_fraction, data.test_fraction, params.seed, data.labels, data.source)
     print(
         f"[slmtune] {len(examples)} examples from {data.source}: "
         + ", ".join(f"{name} {len(splits[name])}" for name in SPLITS),
@@ -43,17 +47,28 @@ def prepare(params_path: str, out_data: Path, out_model: Path) -> None:
         tokenizer = load_tokenizer(model_tmp, params.model.trust_remote_code)
         task = build_task(tokenizer, instruction, list(data.labels))
         task.save(model_tmp)
+        rows = {name: split_rows(splits[name], tokenizer, task.completions, params) for name in SPLITS}
         for name in SPLITS:
-            rows = [
-                {
-                    "phrase": e.phrase,
-                    "label": e.label,
-                    "prompt": render_prompt(tokenizer, instruction, e.phrase),
-                    "completion": task.completions[e.label],
-                }
-                for e in splits[name]
-            ]
-            write_jsonl(data_tmp / f"{name}.jsonl", rows)
+            write_jsonl(data_tmp / f"{name}.jsonl", rows[name])
+
+
+def split_rows(examples: list[Example], tokenizer: Any, completions: dict[str, str], params: Params) -> list[dict]:
+    """One prepared row per example; a phrase too long for `model.max_length` is refused, never truncated."""
+    from slmtune.prompts import prompt_lengths, render_prompt
+
+    instruction, limit = params.model.instruction, params.model.max_length
+    prompts = [render_prompt(tokenizer, instruction, e.phrase) for e in examples]
+    for example, length in zip(examples, prompt_lengths(tokenizer, prompts, list(completions.values())), strict=True):
+        if length > limit:
+            raise DataError(
+                f"{params.data.source}:{example.line}: phrase too long: {length} tokens with the prompt and the "
+                f"longest answer, over model.max_length={limit}; shorten the phrase (truncating would cut what the "
+                "label is about) or raise model.max_length"
+            )
+    return [
+        {"phrase": e.phrase, "label": e.label, "prompt": prompt, "completion": completions[e.label]}
+        for e, prompt in zip(examples, prompts, strict=True)
+    ]
 
 
 if __name__ == "__main__":
