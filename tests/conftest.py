@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import subprocess
 import sys
@@ -31,12 +32,13 @@ def tool_env() -> dict[str, str]:
 
 
 # Fake credentials in the environment of the main pipeline run: no file it writes may contain them.
+# Made at run time so that nothing secret-shaped is tracked in git.
+_FAKE = secrets.token_hex(16)
 FAKE_SECRETS = {
-    "HF_TOKEN": "hf_FAKEtokenForSlmtuneTests0123456789",
-    "AZURE_STORAGE_CONNECTION_STRING": "DefaultEndpointsProtocol=https;AccountName=fakeslmtune;"
-    "AccountKey=RkFLRWtleUZvclNsbXR1bmVUZXN0c09ubHk=;EndpointSuffix=core.windows.net",
-    "AZURE_STORAGE_KEY": "RkFLRWtleUZvclNsbXR1bmVUZXN0c09ubHk=",
-    "AZURE_CLIENT_SECRET": "fake-client-secret-7c1e9d2a",
+    "HF_TOKEN": f"hf_{_FAKE}",
+    "AZURE_STORAGE_CONNECTION_STRING": f"AccountName=fakeslmtune;AccountKey={_FAKE}==",
+    "AZURE_STORAGE_KEY": f"{_FAKE}==",
+    "AZURE_CLIENT_SECRET": f"client-{_FAKE}",
 }
 
 

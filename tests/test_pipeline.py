@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 
 import pytest
 
-from conftest import BIN, sh, tool_env
+from conftest import BIN, sh
 
 pytestmark = pytest.mark.slow
 ARTIFACTS = ["base", "adapter", "merged", "int4"]
@@ -145,12 +144,9 @@ def test_classify_rejects_a_bad_row_and_writes_nothing(pipeline_run, tmp_path):
     source = tmp_path / "in.jsonl"
     source.write_text('{"phrase": "fine"}\n{"text": "no phrase here"}\n')
     out = tmp_path / "out.jsonl"
-    result = subprocess.run(
+    result = sh(
         [str(BIN / "slmtune"), "classify", "--input", str(source), "--output", str(out), "--model-path", "models/int4"],
-        cwd=pipeline_run,
-        env=tool_env(),
-        capture_output=True,
-        text=True,
+        pipeline_run,
         check=False,
     )
     assert result.returncode == 1
@@ -159,14 +155,7 @@ def test_classify_rejects_a_bad_row_and_writes_nothing(pipeline_run, tmp_path):
 
 
 def test_classify_names_a_missing_model_folder(pipeline_run):
-    result = subprocess.run(
-        [str(BIN / "slmtune"), "classify", "hi", "--model-path", "models/nothing"],
-        cwd=pipeline_run,
-        env=tool_env(),
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    result = sh([str(BIN / "slmtune"), "classify", "hi", "--model-path", "models/nothing"], pipeline_run, check=False)
     assert result.returncode == 1
     assert "models/nothing" in result.stderr
 

@@ -31,11 +31,12 @@ def _file_digest(path: Path, content: bool) -> str:
 
 def run_key(params: Params, data_dir: Path, base_dir: Path) -> str:
     """A short hash of the training params and the stage's inputs."""
+    model = asdict(params.model)
     relevant = {
         "seed": params.seed,
         "hw": asdict(params.hw),
         "train": asdict(params.train),
-        "model": {k: asdict(params.model)[k] for k in ("lora_target_modules", "modules_to_save", "max_length")},
+        "model": {k: model[k] for k in ("lora_target_modules", "modules_to_save", "max_length")},
     }
     digest = hashlib.sha256(json.dumps(relevant, sort_keys=True).encode())
     for folder in (data_dir, base_dir):

@@ -101,7 +101,6 @@ def check_onnx_folder(folder: Path) -> None:
     import onnxruntime_genai as og
 
     try:
-        og.Model(str(folder))
         og.Tokenizer(og.Model(str(folder)))
     except Exception as err:  # onnxruntime-genai raises plain RuntimeError
         raise ModelError(f"{folder}: ONNX Runtime GenAI cannot load the built model: {err}") from None

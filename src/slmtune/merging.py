@@ -18,12 +18,22 @@ def _logits(model, tokenizer, prompts: list[str]):
 
 
 def merge_adapter(
-    base_dir: Path, adapter_dir: Path, out_dir: Path, check_prompts: list[str], trust_remote_code: bool = False
+    base_dir: Path,
+    adapter_dir: Path,
+    out_dir: Path,
+    instruction: str,
+    check_phrases: list[str],
+    trust_remote_code: bool = False,
 ) -> float:
-    """Merge in full precision, save safetensors and tokenizer; return max |logit difference|."""
+    """Merge in full precision, save safetensors and tokenizer; return max |logit difference|.
+
+    The check compares logits on `check_phrases` rendered with the chat template and `instruction`.
+    """
     from slmtune.models import load_adapter, load_causal_lm, load_tokenizer
+    from slmtune.prompts import render_prompt
 
     tokenizer = load_tokenizer(base_dir, trust_remote_code)
+    check_prompts = [render_prompt(tokenizer, instruction, phrase) for phrase in check_phrases]
     base = load_causal_lm(base_dir, None, trust_remote_code)  # float32: never merge into low precision
     adapted = load_adapter(base, adapter_dir, base_dir)
     expected = _logits(adapted, tokenizer, check_prompts)

@@ -29,16 +29,16 @@ def merge(params_path: str, base: Path, adapter: Path, out: Path) -> None:
     params = load_params(params_path)
     go_offline()
     from slmtune.merging import merge_adapter
-    from slmtune.models import check_adapter_folder, check_model_folder, load_tokenizer
-    from slmtune.prompts import Task, render_prompt
+    from slmtune.models import check_adapter_folder, check_model_folder
+    from slmtune.prompts import Task
 
     check_model_folder(base)  # cheap checks first: a damaged folder fails before any model loads
     check_adapter_folder(adapter)
     task = Task.load(adapter)
-    tokenizer = load_tokenizer(base, params.model.trust_remote_code)
-    prompts = [render_prompt(tokenizer, task.instruction, phrase) for phrase in CHECK_PHRASES]
     with atomic_outputs(out) as (merged_tmp,):
-        difference = merge_adapter(base, adapter, merged_tmp, prompts, params.model.trust_remote_code)
+        difference = merge_adapter(
+            base, adapter, merged_tmp, task.instruction, CHECK_PHRASES, params.model.trust_remote_code
+        )
         task.save(merged_tmp)
     print(f"[slmtune] merged; max |logit difference| vs base+adapter = {difference:.2e}", flush=True)
 
