@@ -6,8 +6,11 @@ PYTHON ?= python3
 VENV ?= .venv
 HW ?= cpu
 REMOTE ?=
+REV ?= HEAD
+OUT ?= serve/int4
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+NODE_STAMP := node_modules/.installed
 export DVC_NO_ANALYTICS := 1
 export HF_HUB_DISABLE_TELEMETRY := 1
 export TOKENIZERS_PARALLELISM := false
@@ -25,6 +28,12 @@ $(STAMP): requirements.lock pyproject.toml
 
 setup: $(STAMP) ## create .venv from the pinned dependencies (requirements.lock)
 
+$(NODE_STAMP): package.json package-lock.json
+	npm ci --no-audit --no-fund --ignore-scripts --loglevel=error
+	@touch $(NODE_STAMP)
+
+setup-test: $(STAMP) $(NODE_STAMP) ## also install the test tools: Azurite, the Azure Storage emulator (npm ci)
+
 params: $(STAMP) ## compose conf/ into params.yaml for plain `dvc repro` (HW=cpu|cuda)
 	$(BIN)/slmtune params hw=$(HW)
 
@@ -41,7 +50,7 @@ exp: $(STAMP) ## show experiments with their params and metrics
 plots: $(STAMP) ## render the loss curve and confusion matrices to dvc_plots/index.html
 	$(BIN)/dvc plots show
 
-test: $(STAMP) ## run the test suite (unit tests and an end-to-end pipeline run)
+test: $(STAMP) $(NODE_STAMP) ## run the test suite (unit tests and an end-to-end pipeline run)
 	$(BIN)/pytest -q
 
 lint: $(STAMP) ## ruff
@@ -53,7 +62,11 @@ push: $(STAMP) ## push data and models to the DVC remote (REMOTE=name, default: 
 pull: $(STAMP) ## pull data and models from the DVC remote (REMOTE=name)
 	$(BIN)/dvc pull $(if $(REMOTE),-r $(REMOTE))
 
-clean: ## remove the virtual environment and caches (not DVC's cache)
-	rm -rf $(VENV) .pytest_cache .ruff_cache .slmtune-cache
+pull-model: $(STAMP) ## fetch just models/int4 of a git revision or experiment into OUT (REV=, OUT=, REMOTE=)
+	$(BIN)/dvc get . models/int4 --rev $(REV) -o $(OUT) --force $(if $(REMOTE),--remote $(REMOTE))
+	@echo "serve it: $(BIN)/slmtune classify \"what a day\" --model-path $(OUT)"
 
-.PHONY: help setup params repro train exp plots test lint push pull clean
+clean: ## remove the virtual environment and caches (not DVC's cache)
+	rm -rf $(VENV) node_modules .pytest_cache .ruff_cache .slmtune-cache
+
+.PHONY: help setup setup-test pull-model params repro train exp plots test lint push pull clean

@@ -96,7 +96,10 @@ class DataConfig:
     """The labelled phrases and how they are split."""
 
     name: str = "tone"
-    source: str = "data/raw/tone.jsonl"
+    source: str = "data/raw/tone.jsonl"  # a local file, a hub data set (owner/name) or an azureml:// URI
+    revision: str | None = None  # hub data sets: the commit to read
+    hub_split: str = "train"  # hub data sets: the split to read (prepare makes its own train/val/test)
+    allow_floating_revision: bool = False
     text_field: str = "phrase"
     label_field: str = "tone"
     labels: list[str] = field(default_factory=lambda: ["sad", "joy", "fear", "surprise"])
@@ -336,6 +339,9 @@ def _check_ranges(params: Params) -> str | None:
 
 def _check_data(params: Params) -> str | None:
     data = params.data
+    floating = _check_data_revision(data)
+    if floating:
+        return floating
     total = data.val_fraction + data.test_fraction
     if total > 0.9 + 1e-9:
         return (
@@ -349,6 +355,29 @@ def _check_data(params: Params) -> str | None:
         )
     if data.text_field == data.label_field:
         return f"'data.text_field' and 'data.label_field' are both {data.text_field!r}; they must differ"
+    return None
+
+
+def _check_data_revision(data: DataConfig) -> str | None:
+    """A hub data set needs a pinned revision (a commit), as a hub model does."""
+    from slmtune.errors import DataError
+    from slmtune.sources import source_kind
+
+    try:
+        if source_kind(data.source) != "hub":
+            return None
+    except DataError as err:
+        return str(err)
+    if not data.revision:
+        return (
+            f"'data.revision' is required when data.source is a hub data set ({data.source!r}): pin a commit hash "
+            "(40 hex digits) from the data set's history on the hub"
+        )
+    if not COMMIT_HASH.fullmatch(data.revision) and not data.allow_floating_revision:
+        return (
+            f"'data.revision' is {data.revision!r}, a branch or tag whose files can change; pin a commit hash "
+            "(40 hex digits), or set data.allow_floating_revision=true"
+        )
     return None
 
 
