@@ -6,6 +6,7 @@ PYTHON ?= python3
 VENV ?= .venv
 HW ?= cpu
 REMOTE ?=
+BENCH_ARGS ?=
 REV ?= HEAD
 OUT ?= serve/int4
 BIN := $(VENV)/bin
@@ -50,6 +51,9 @@ exp: $(STAMP) ## show experiments with their params and metrics
 plots: $(STAMP) ## render the loss curve and confusion matrices to dvc_plots/index.html
 	$(BIN)/dvc plots show
 
+bench: $(STAMP) ## time and size every artifact on a random ~200M Phi-3 into bench/ (~15 min; BENCH_ARGS=--quick)
+	$(BIN)/python -m slmtune.bench --out bench $(BENCH_ARGS)
+
 test: $(STAMP) $(NODE_STAMP) ## run the test suite (unit tests and an end-to-end pipeline run)
 	$(BIN)/pytest -q
 
@@ -69,4 +73,4 @@ pull-model: $(STAMP) ## fetch just models/int4 of a git revision or experiment i
 clean: ## remove the virtual environment and caches (not DVC's cache)
 	rm -rf $(VENV) node_modules .pytest_cache .ruff_cache .slmtune-cache
 
-.PHONY: help setup setup-test pull-model params repro train exp plots test lint push pull clean
+.PHONY: help setup setup-test pull-model params repro train exp plots bench test lint push pull clean

@@ -285,6 +285,9 @@ params_case("config: lora_alpha=0", {"train__lora_alpha": 0}, "'train.lora_alpha
 params_case("config: lora_dropout=1", {"train__lora_dropout": 1.0}, "'train.lora_dropout' is 1.0")
 params_case("config: zero epochs", {"train__num_train_epochs": 0.0}, "'train.num_train_epochs' is 0.0")
 params_case("config: block size not a power of two", {"build__block_size": 48}, "'build.block_size' is 48")
+params_case("config: accuracy level 0", {"build__accuracy_level": 0}, "'build.accuracy_level' is 0", "from 1 to 4")
+params_case("config: unknown int4 algorithm", {"build__algorithm": "gptq"}, "'build.algorithm' is 'gptq'", "k_quant")
+params_case("config: gate threshold above 1", {"eval__max_disagreement": 1.5}, "'eval.max_disagreement' is 1.5")
 params_case(
     "config: split fractions leave nothing to train on",
     {"data__val_fraction": 0.5, "data__test_fraction": 0.5},

@@ -129,16 +129,19 @@ class TrainConfig:
     save_steps: int = 50  # checkpoint interval; a killed run resumes from the last one
     paged_optimizer: bool = False  # paged AdamW on CUDA (QLoRA)
     eval_strategy: str = "epoch"
+    padding_free: bool = False  # flatten each batch into one unpadded row (trl padding_free); same loss
 
 
 @dataclass
 class BuildConfig:
-    """onnxruntime-genai model builder options."""
+    """onnxruntime-genai model builder options (int4 weight-only MatMulNBits quantization)."""
 
     precision: str = "int4"
-    block_size: int = 32
-    accuracy_level: int = 4
-    symmetric: bool = True
+    block_size: int = 32  # weights per quantization block: 16, 32, 64, 128 or 256
+    accuracy_level: int = 4  # MatMul compute: 1 fp32, 2 fp16, 3 bf16, 4 int8 activations
+    symmetric: bool = True  # true: int4 around zero; false: uint4 with a zero point per block
+    algorithm: str = "default"  # the builder's algo_config: default | rtn | k_quant
+    quantize_embeddings: bool = False  # also int4 the token embedding (Gather): smaller, less exact
 
 
 @dataclass
@@ -150,6 +153,8 @@ class EvalConfig:
     max_new_tokens: int = 4
     latency_examples: int = 16
     latency_repetitions: int = 3
+    max_int4_drop: float = 0.02  # gate: int4 accuracy may fall at most this far below merged's
+    max_disagreement: float = 0.05  # gate: share of phrases whose generated label int4 may change
 
 
 @dataclass
@@ -175,7 +180,7 @@ CHOICES: dict[str, dict[str, tuple[str, ...]]] = {
     },
     "model": {"source": ("tiny", "hub", "local")},
     "train": {"method": ("lora", "qlora", "dora"), "bnb_4bit_quant_type": ("nf4", "fp4")},
-    "build": {"precision": ("int4",)},
+    "build": {"precision": ("int4",), "algorithm": ("default", "rtn", "k_quant")},
 }
 
 BLOCK_SIZES = (16, 32, 64, 128, 256)
@@ -217,11 +222,13 @@ RANGES: tuple[tuple[str, Callable[[Any], bool], str], ...] = (
         lambda v: v in BLOCK_SIZES,
         "a power of two from 16 to 256 (16, 32, 64, 128, 256)",
     ),
-    ("build.accuracy_level", lambda v: 0 <= v <= 4, "an integer from 0 to 4"),
+    ("build.accuracy_level", lambda v: 1 <= v <= 4, "an integer from 1 to 4 (1 fp32, 2 fp16, 3 bf16, 4 int8)"),
     ("eval.batch_size", lambda v: v >= 1, "an integer >= 1"),
     ("eval.max_new_tokens", lambda v: v >= 1, "an integer >= 1"),
     ("eval.latency_examples", lambda v: v >= 1, "an integer >= 1"),
     ("eval.latency_repetitions", lambda v: v >= 1, "an integer >= 1"),
+    ("eval.max_int4_drop", lambda v: 0 <= v <= 1, "a fraction from 0 to 1 (0.02 = two points of accuracy)"),
+    ("eval.max_disagreement", lambda v: 0 <= v <= 1, "a fraction from 0 to 1 (0.05 = 5% of test phrases)"),
 )
 
 PARAMS_HINT = (

@@ -76,3 +76,46 @@ def agreement(first: list[str], second: list[str]) -> float:
 def confusion_rows(truth: list[str], predicted: list[str]) -> list[dict[str, str]]:
     """Rows for DVC's confusion template."""
     return [{"actual": a, "predicted": p} for a, p in zip(truth, predicted, strict=True)]
+
+
+def quantization_gate(
+    merged: ArtifactResult, int4: ArtifactResult, truth: list[str], max_drop: float, max_disagreement: float
+) -> dict[str, Any]:
+    """How far int4 falls behind merged: label-scoring accuracy drop and share of changed generated labels."""
+    examples = len(truth)
+    correct = {r.name: sum(p == t for p, t in zip(r.predictions, truth, strict=True)) for r in (merged, int4)}
+    changed = sum(a != b for a, b in zip(merged.generated, int4.generated, strict=True))
+    drop = (correct[merged.name] - correct[int4.name]) / examples
+    disagreement = changed / examples
+    return {
+        "merged_accuracy": round(correct[merged.name] / examples, 4),
+        "int4_accuracy": round(correct[int4.name] / examples, 4),
+        "accuracy_drop": round(drop, 4),
+        "max_int4_drop": max_drop,
+        "disagreement": round(disagreement, 4),
+        "disagreeing_examples": changed,
+        "max_disagreement": max_disagreement,
+        "passed": drop <= max_drop + 1e-12 and disagreement <= max_disagreement + 1e-12,
+    }
+
+
+def gate_summary(gate: dict[str, Any]) -> str:
+    """One line with the gate's figures and thresholds."""
+    return (
+        f"int4 accuracy {gate['int4_accuracy']:.4f} vs merged {gate['merged_accuracy']:.4f} "
+        f"(drop {gate['accuracy_drop']:+.4f}, allowed eval.max_int4_drop={gate['max_int4_drop']:g}); "
+        f"int4's generated label differs from merged's on {gate['disagreement']:.2%} of test phrases "
+        f"({gate['disagreeing_examples']}, allowed eval.max_disagreement={gate['max_disagreement']:g})"
+    )
+
+
+def gate_failure_message(gate: dict[str, Any]) -> str:
+    """The one-paragraph error for a failed gate: the figures, what to change, where to look."""
+    return (
+        f"quantization gate: the int4 model falls too far behind the merged model: {gate_summary(gate)}. "
+        "Rebuild it finer (a smaller build.block_size, build.accuracy_level=1, build.symmetric=true, "
+        "build.quantize_embeddings=false, build.algorithm=default), or accept the loss by raising the threshold "
+        "(`dvc exp run -S eval.max_int4_drop=0.05` or `-S eval.max_disagreement=0.1`). "
+        "Every figure is in metrics/eval.json (gate.passed=false; `dvc metrics show`) and in the table above; "
+        "DVC records no experiment for a failed stage (a queued one's output: `dvc queue logs NAME`)"
+    )

@@ -50,6 +50,8 @@ def builder_command(merged_dir: Path, out_dir: Path, cache_dir: Path, build: Bui
         "block_size": build.block_size,
         "accuracy_level": build.accuracy_level,
         "is_symmetric": str(build.symmetric).lower(),
+        "algo_config": build.algorithm,
+        "op_types_to_quantize": "MatMul/Gather" if build.quantize_embeddings else "MatMul",
         "hf_token": "false",
     }
     return [
@@ -83,6 +85,12 @@ def build_onnx(merged_dir: Path, out_dir: Path, build: BuildConfig, hw: HwConfig
         unsupported = re.search(r"The (.+) model is not currently supported", output)
         if unsupported:
             raise ModelError(f"{merged_dir}: the int4 model builder does not support {unsupported.group(1)}")
+        if build.algorithm != "default" and "cannot reshape array" in output:
+            raise ModelError(
+                f"the int4 model builder failed: ONNX Runtime's {build.algorithm} quantizer cannot pack zero points "
+                f"with build.block_size={build.block_size} for this model (it needs an even number of blocks along "
+                "each weight's input dimension); use a smaller build.block_size, or build.algorithm=default"
+            )
         tail = "\n".join(output.splitlines()[-30:])
         raise ModelError(f"the onnxruntime-genai model builder failed (exit {completed.returncode}):\n{tail}")
     set_intra_op_threads(out_dir / "genai_config.json", hw.num_threads or os.cpu_count() or 1)

@@ -83,7 +83,9 @@ def sft_config(params: Params, output_dir: Path):
         report_to=[],
         seed=params.seed,
         data_seed=params.seed,
-        max_length=params.model.max_length,
+        # Padding-free batches are not truncated by trl; prepare already refused rows over max_length.
+        max_length=None if train.padding_free else params.model.max_length,
+        padding_free=train.padding_free,
         completion_only_loss=True,
         dataloader_num_workers=0,
         disable_tqdm=False,
@@ -122,12 +124,18 @@ def load_for_training(params: Params, base_dir: Path):
 
 
 def train_adapter(
-    params: Params, base_dir: Path, data_dir: Path, checkpoints: Path, adapter_dir: Path | None
+    params: Params,
+    base_dir: Path,
+    data_dir: Path,
+    checkpoints: Path,
+    adapter_dir: Path | None,
+    extra_callbacks: list | None = None,
 ) -> dict[str, Any]:
     """Fine-tune `base_dir` on the prepared splits, resuming from `checkpoints` if a run was cut short.
 
     Every process trains; only the one given an `adapter_dir` (the main process) saves the adapter
     and logs with dvclive (into `checkpoints/live`, which survives a crash with the checkpoints).
+    `extra_callbacks` are more transformers TrainerCallbacks (the benchmark times steps with one).
     """
     import time
 
@@ -149,7 +157,7 @@ def train_adapter(
         eval_dataset=prompt_completion_dataset(data_dir / "val.jsonl"),
         processing_class=tokenizer,
         peft_config=lora_config(params),
-        callbacks=callbacks,
+        callbacks=[*callbacks, *(extra_callbacks or [])],
     )
     if resume:
         print(f"[slmtune] resuming from {resume}", flush=True)

@@ -104,11 +104,38 @@ def evaluate(params_path: str, test: Path, models: Path, metrics_path: Path, plo
         if a in results and b in results
     }
     metrics["test_examples"] = len(phrases)
+    metrics["gate"] = gate(results, truth, params)
     with atomic_outputs(plots) as (plots_tmp,):
         for name, result in results.items():
             atomic_write_json(plots_tmp / f"{name}.json", confusion_rows(truth, result.predictions))
-    atomic_write_json(metrics_path, metrics)
+    atomic_write_json(metrics_path, metrics)  # written even when the gate fails, so the figures can be read
     _print_table(metrics, list(results))
+    check_gate(metrics["gate"])
+
+
+def gate(results: dict, truth: list[str], params: Params) -> dict:
+    """The quantization gate's figures, or why it was skipped (int4 or merged not evaluated)."""
+    from slmtune.evaluation import quantization_gate
+
+    missing = [name for name in ("merged", "int4") if name not in results]
+    if missing:
+        return {"skipped": f"{' and '.join(missing)} not in eval.artifacts"}
+    return quantization_gate(
+        results["merged"], results["int4"], truth, params.eval.max_int4_drop, params.eval.max_disagreement
+    )
+
+
+def check_gate(figures: dict) -> None:
+    """Print the gate's verdict; fail the stage (after every figure is written) when int4 fell too far behind."""
+    from slmtune.errors import VerificationError
+    from slmtune.evaluation import gate_failure_message, gate_summary
+
+    if "skipped" in figures:
+        print(f"[slmtune] quantization gate skipped: {figures['skipped']}", flush=True)
+    elif figures["passed"]:
+        print(f"[slmtune] quantization gate passed: {gate_summary(figures)}", flush=True)
+    else:
+        raise VerificationError(gate_failure_message(figures))
 
 
 def _print_table(metrics: dict, names: list[str]) -> None:

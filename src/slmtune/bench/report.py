@@ -1,0 +1,214 @@
+"""The benchmark's outputs: targets with pass/miss, results.json, a README table and a PNG plot."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from slmtune.atomic import atomic_write_json, atomic_write_text, remove_stale_temporaries
+from slmtune.bench.models import ARTIFACTS, TITLES
+
+RESULTS, TABLE, PLOT = "results.json", "README.md", "bench.png"
+
+
+def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """The issue's targets, each with the measured ratio (of medians) and pass or miss."""
+    generation, latency = results["generation"], results["classification"]
+    size, training = results["size"], results["training"]
+    decode = _ratio(
+        generation["onnx_int4"]["decode_tokens_per_s"]["median"],
+        generation["pytorch_fp32"]["decode_tokens_per_s"]["median"],
+    )
+    faster = _ratio(
+        latency["pytorch_fp32"]["batch1_ms_per_phrase"]["median"],
+        latency["onnx_int4"]["batch1_ms_per_phrase"]["median"],
+    )
+    smaller = _ratio(size["onnx_int4"]["bytes"], size["fp32_safetensors_bytes"])
+    speedup = training["speedup"]
+    return [
+        _target("decode", "int4 ONNX decode tokens/s over PyTorch fp32's (batch 1)", decode, ">=", 3.0),
+        _target("classification", "PyTorch fp32 over int4 ONNX classification latency (batch 1)", faster, ">=", 1.5),
+        _target("size", "int4 ONNX folder over the fp32 safetensors size", smaller, "<=", 0.2),
+        {
+            **_target("training", "padding-free over padded training tokens/s", speedup, ">=", 1.5),
+            "losses_agree": training["losses_agree"],
+            "passed": speedup >= 1.5 and bool(training["losses_agree"]),
+        },
+    ]
+
+
+def _ratio(numerator: float, denominator: float) -> float:
+    return round(numerator / denominator, 3)
+
+
+def _target(key: str, what: str, measured: float, comparison: str, goal: float) -> dict[str, Any]:
+    passed = measured >= goal if comparison == ">=" else measured <= goal
+    return {"key": key, "target": what, "goal": f"{comparison} {goal}x", "measured": measured, "passed": passed}
+
+
+def write(results: dict[str, Any], out: Path) -> list[Path]:
+    """Write results.json, README.md and the plot into `out`, each atomically."""
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out / RESULTS, results)
+    atomic_write_text(out / TABLE, markdown(results))
+    _write_bytes(out / PLOT, plot_png(results))
+    return [out / RESULTS, out / TABLE, out / PLOT]
+
+
+def _write_bytes(path: Path, data: bytes) -> None:
+    """Write bytes so that readers see the old file or the whole new one."""
+    remove_stale_temporaries(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def _spread(figure: dict[str, Any], digits: int = 1) -> str:
+    """'12.3 [11.9–13.0]': median and range."""
+    return f"{figure['median']:,.{digits}f} [{figure['min']:,.{digits}f}–{figure['max']:,.{digits}f}]"
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}" if number == 1 else f"{number} {noun}s"
+
+
+def markdown(results: dict[str, Any]) -> str:
+    """The README of bench/: what was measured, how, and the tables."""
+    machine, settings, model = results["machine"], results["settings"], results["model"]
+    batch = settings["batch"]
+    lines = [
+        "# Benchmarks",
+        "",
+        f"Written by `make bench` (`python -m slmtune.bench`) on {results['created']}, in "
+        f"{results['wall_time_s'] / 60:.1f} minutes: {machine['cpu_count']} CPU cores, torch {machine['torch']}, "
+        f"transformers {machine['transformers']}, onnxruntime {machine['onnxruntime']}, "
+        f"onnxruntime-genai {machine['onnxruntime_genai']}.",
+        "",
+        f"Model: `model={settings['model']}`, a randomly initialised Phi-3 (Phi3ForCausalLM) of "
+        f"{model['parameters'] / 1e6:.0f}M parameters (hidden {model['hidden_size']}, {model['num_hidden_layers']} "
+        f"layers, vocabulary {model['vocab_size']:,}), built by `prepare` like the tiny default. Each figure is the "
+        f"median of {_count(settings['repetitions'], 'repetition')} after {_count(settings['warmup'], 'warm-up')}, "
+        "with the range in "
+        "brackets; the artifacts take turns within each repetition, so a busy spell slows them alike. "
+        f"Prompts are the test split's phrases in the chat template (about {results['prompt_tokens']} tokens).",
+        "",
+        "## Inference",
+        "",
+        f"| artifact | size (MB) | classify, batch 1 (ms/phrase) | classify, batch {batch} (phrases/s) | "
+        f"decode, batch 1 (tokens/s) | prompt (tokens/s) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name in ARTIFACTS:
+        cls, gen = results["classification"][name], results["generation"][name]
+        lines.append(
+            f"| {TITLES[name]} | {results['size'][name]['mb']:,.1f} | {_spread(cls['batch1_ms_per_phrase'])} | "
+            f"{_spread(cls['batch_phrases_per_s'], 2)} | {_spread(gen['decode_tokens_per_s'])} | "
+            f"{_spread(gen['prompt_tokens_per_s'], 0)} |"
+        )
+    lines += [
+        "",
+        f"Classification is label scoring (`slmtune.scoring.predict`): the log-probability of each label's "
+        f"completion after the prompt, over {settings['latency_phrases']} phrases one at a time, then "
+        f"{batch} at once (classifier batch size {settings['classifier_batch_size']} sequences). Decode is greedy "
+        f"generation of {settings['new_tokens']} tokens at batch 1, timed after the first token; prompt is the "
+        "first pass over the prompt.",
+        "",
+        f"## Eval throughput ({batch} phrases at once)",
+        "",
+        f"| artifact | label scoring (phrases/s) | greedy generation, {settings['eval_new_tokens']} new tokens "
+        "(phrases/s) | scoring / generation |",
+        "|---|---|---|---|",
+    ]
+    for name in ARTIFACTS:
+        ev = results["eval_throughput"][name]
+        lines.append(
+            f"| {TITLES[name]} | {_spread(ev['label_scoring_phrases_per_s'], 2)} | "
+            f"{_spread(ev['greedy_generation_phrases_per_s'], 2)} | {ev['scoring_over_generation']:.2f}x |"
+        )
+    training = results["training"]
+    lines += [
+        "",
+        f"## Training throughput (train_lora, {training['steps']} steps of {training['batch_size']} rows per run)",
+        "",
+        "| batching | non-padding tokens/s | per step (tokens/s) | final loss | mean loss |",
+        "|---|---|---|---|---|",
+    ]
+    for mode, title in (("padded", "per-batch padding"), ("padding_free", "padding-free (`train.padding_free`)")):
+        run = training[mode]
+        lines.append(
+            f"| {title} | {run['tokens_per_second']:,.1f} | {_spread(run['per_step_tokens_per_second'])} | "
+            f"{run['final_loss']:.4f} | {run['mean_loss']:.4f} |"
+        )
+    lines += [
+        "",
+        f"Same rows, seed and steps; {training['padded']['runs']} runs per mode in the order "
+        f"{', '.join(training['order'])}, each run's first step a warm-up, not timed. Trained on "
+        f"{settings['train_model']}. Rows average {training['mean_row_tokens']} tokens; a padded batch of "
+        f"{training['batch_size']} computes {training['padding_overhead']:.2f} tokens per real token, which bounds "
+        "what dropping the padding can gain.",
+        "",
+        "## Targets",
+        "",
+        "| target | goal | measured | result |",
+        "|---|---|---|---|",
+    ]
+    for target in results["targets"]:
+        lines.append(
+            f"| {target['target']} | {target['goal']} | {target['measured']:.2f}x | "
+            f"{'pass' if target['passed'] else 'miss'} |"
+        )
+    lines += ["", f"![latency and size per artifact]({PLOT})", ""]
+    return "\n".join(lines)
+
+
+def plot_png(results: dict[str, Any]) -> bytes:
+    """Size, batch-1 classification latency and decode speed per artifact, as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(ARTIFACTS)
+    titles = [TITLES[n].replace(" (merged)", "\n(merged)") for n in names]
+    colours = ["#7f7f7f", "#1f77b4", "#2ca02c"]
+    latency = _errors(results["classification"], names, "batch1_ms_per_phrase")
+    decode = _errors(results["generation"], names, "decode_tokens_per_s")
+    panels = [
+        ("size on disk (MB)", [results["size"][n]["mb"] for n in names], None),
+        ("classification latency, batch 1 (ms/phrase)", *latency),
+        ("decode, batch 1 (tokens/s)", *decode),
+    ]
+    figure, axes = plt.subplots(1, len(panels), figsize=(13, 4))
+    for axis, (title, values, errors) in zip(axes, panels, strict=True):
+        axis.bar(titles, values, color=colours, yerr=errors, capsize=4)
+        axis.set_title(title, fontsize=10)
+        axis.tick_params(axis="x", labelsize=8)
+        for x, value in enumerate(values):
+            top = value + (errors[1][x] if errors else 0.0)  # above the error bar
+            axis.annotate(f"{value:,.1f}", (x, top), ha="center", va="bottom", fontsize=8)
+        axis.margins(y=0.12)
+    figure.suptitle(f"slmtune bench: {results['settings']['model']}, {results['machine']['cpu_count']} CPU cores")
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=100, metadata={"Software": None})
+    plt.close(figure)
+    return buffer.getvalue()
+
+
+def _errors(section: dict[str, Any], names: list[str], key: str) -> tuple[list[float], list[list[float]]]:
+    """Medians and (below, above) distances to min and max, for error bars."""
+    medians = [section[n][key]["median"] for n in names]
+    below = [section[n][key]["median"] - section[n][key]["min"] for n in names]
+    above = [section[n][key]["max"] - section[n][key]["median"] for n in names]
+    return medians, [below, above]

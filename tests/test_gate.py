@@ -1,0 +1,192 @@
+"""The quantization gate: eval fails when the int4 model falls too far behind the merged model."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from dataclasses import fields
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import BIN, ROOT, sh
+from slmtune.config import BuildConfig, Params, validate
+from slmtune.errors import VerificationError
+from slmtune.evaluation import ArtifactResult, quantization_gate
+from slmtune.export import builder_command
+from slmtune.stages.evaluate import check_gate, gate
+
+TRUTH = ["sad", "joy", "fear", "surprise"] * 25  # 100 test phrases
+
+
+def artifact(name: str, wrong: int = 0, changed: int = 0) -> ArtifactResult:
+    """Results that get the first `wrong` phrases wrong and generate another label for the last `changed`."""
+    predictions = ["other" if i < wrong else label for i, label in enumerate(TRUTH)]
+    generated = [("other" if i >= len(TRUTH) - changed else label) for i, label in enumerate(TRUTH)]
+    return ArtifactResult(name, predictions, generated, latency_ms=1.0, size_bytes=1)
+
+
+def params(**evaluation: object) -> Params:
+    return validate({"eval": evaluation})
+
+
+# ---------------------------------------------------------------------------- the gate's decision
+
+
+def test_gate_passes_when_int4_stays_within_both_thresholds():
+    figures = quantization_gate(artifact("merged"), artifact("int4", wrong=2, changed=5), TRUTH, 0.02, 0.05)
+    assert figures["passed"] is True
+    assert figures["accuracy_drop"] == 0.02
+    assert figures["disagreement"] == 0.05
+
+
+def test_gate_fails_on_an_accuracy_drop_beyond_max_int4_drop():
+    figures = quantization_gate(artifact("merged", wrong=10), artifact("int4", wrong=13), TRUTH, 0.02, 0.05)
+    assert figures["passed"] is False
+    with pytest.raises(VerificationError) as failure:
+        check_gate(figures)
+    message = str(failure.value)
+    assert "int4 accuracy 0.8700 vs merged 0.9000" in message
+    assert "eval.max_int4_drop=0.02" in message
+    assert "build.block_size" in message
+    assert "metrics/eval.json" in message
+
+
+def test_gate_fails_when_generated_labels_disagree_beyond_max_disagreement():
+    figures = quantization_gate(artifact("merged"), artifact("int4", changed=6), TRUTH, 0.02, 0.05)
+    assert figures["passed"] is False
+    assert figures["disagreeing_examples"] == 6
+    with pytest.raises(VerificationError, match=r"6\.00% of test phrases \(6, allowed eval\.max_disagreement=0\.05\)"):
+        check_gate(figures)
+
+
+def test_gate_is_skipped_when_int4_is_not_evaluated(capsys):
+    figures = gate({"merged": artifact("merged")}, TRUTH, params(artifacts=["merged"]))
+    assert figures == {"skipped": "int4 not in eval.artifacts"}
+    check_gate(figures)
+    assert "quantization gate skipped: int4 not in eval.artifacts" in capsys.readouterr().out
+
+
+def test_gate_thresholds_come_from_eval_params():
+    figures = gate(
+        {"merged": artifact("merged"), "int4": artifact("int4", changed=6)},
+        TRUTH,
+        params(max_disagreement=0.1),
+    )
+    assert figures["max_disagreement"] == 0.1
+    assert figures["passed"] is True
+
+
+# ---------------------------------------------------------------------------- int4 options
+
+
+def test_builder_command_passes_every_int4_option(tmp_path):
+    configured = validate(
+        {
+            "build": {
+                "block_size": 64,
+                "accuracy_level": 1,
+                "symmetric": False,
+                "algorithm": "rtn",
+                "quantize_embeddings": True,
+            }
+        }
+    )
+    command = builder_command(
+        tmp_path / "merged", tmp_path / "int4", tmp_path / "cache", configured.build, configured.hw
+    )
+    options = command[command.index("--extra_options") + 1 :]
+    for option in (
+        "block_size=64",
+        "accuracy_level=1",
+        "is_symmetric=false",
+        "algo_config=rtn",
+        "op_types_to_quantize=MatMul/Gather",
+    ):
+        assert option in options
+
+
+def test_every_build_key_is_a_param_of_build_int4():
+    stage = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]["build_int4"]
+    assert {f"build.{f.name}" for f in fields(BuildConfig)} <= set(stage["params"])
+
+
+# ---------------------------------------------------------------------------- on the real pipeline
+
+
+@pytest.mark.slow
+def test_default_pipeline_passes_the_gate(pipeline_run):
+    figures = json.loads((pipeline_run / "metrics/eval.json").read_text())["gate"]
+    assert figures["passed"] is True
+    assert figures["max_int4_drop"] == 0.02
+    assert figures["max_disagreement"] == 0.05
+
+
+@pytest.mark.slow
+def test_a_damaging_int4_build_fails_the_gate(pipeline_run, tmp_path):
+    """int4 embeddings in 128-weight blocks change some generated labels; a zero-tolerance gate catches it.
+
+    No builder setting moves the tiny model past the default thresholds (measured: at most 1.5% of
+    labels change), so the test asks for exact agreement, which the default build meets.
+    """
+    default = json.loads((pipeline_run / "metrics/eval.json").read_text())["gate"]
+    assert default["disagreement"] == 0.0  # the default build passes max_disagreement=0
+    project = Path(shutil.copytree(pipeline_run, tmp_path / "project", symlinks=True))
+    result = sh(
+        [
+            "dvc",
+            "exp",
+            "run",
+            "-S",
+            "build.quantize_embeddings=true",
+            "-S",
+            "build.block_size=128",
+            "-S",
+            "eval.max_disagreement=0",
+            "-S",
+            "eval.artifacts=[merged,int4]",
+        ],
+        project,
+        check=False,
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "Running stage 'build_int4'" in output
+    assert "Running stage 'train_lora'" not in output
+    assert "quantization gate: the int4 model falls too far behind the merged model" in output
+    assert "allowed eval.max_disagreement=0)" in output
+    figures = json.loads((project / "metrics/eval.json").read_text())["gate"]
+    assert figures["passed"] is False
+    assert figures["disagreeing_examples"] > 0
+    assert f"int4 accuracy {figures['int4_accuracy']:.4f} vs merged {figures['merged_accuracy']:.4f}" in output
+
+
+@pytest.mark.slow
+def test_an_int4_option_the_quantizer_cannot_build_is_named(pipeline_run, tmp_path):
+    params = tmp_path / "params.yaml"
+    sh(
+        [str(BIN / "slmtune"), "params", "build.algorithm=k_quant", "build.block_size=128", "--output", str(params)],
+        tmp_path,
+    )
+    merged = pipeline_run / "models/merged"
+    result = sh(
+        [
+            sys.executable,
+            "-m",
+            "slmtune.stages.build_int4",
+            "--params",
+            str(params),
+            "--merged",
+            str(merged),
+            "--out",
+            "int4",
+        ],
+        tmp_path,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert "k_quant quantizer cannot pack zero points with build.block_size=128" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "int4").exists()
