@@ -59,3 +59,26 @@ def test_shared_prefix_leaves_a_token_of_each_sequence_to_process():
     assert shared_prefix_length([[1, 2, 3], [1, 2, 3]]) == 2
     assert shared_prefix_length([[1, 2, 3]]) == 0
     assert shared_prefix_length([[7, 2], [1, 2]]) == 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("adapter", [False, True])
+def test_torch_scores_from_the_prompt_cache_equal_scoring_each_sequence_alone(pipeline_run, adapter):
+    """Prompt once, then every label from its cache: the same as a forward pass over each prompt+label alone."""
+    import torch
+
+    from slmtune.scoring import completion_logprobs, labelled_sequences
+
+    models = pipeline_run / "models"
+    if adapter:
+        classifier = load_classifier(models / "base", adapter=models / "adapter")
+    else:
+        classifier = load_classifier(models / "merged")
+    prompts = classifier.prompts(PHRASES)
+    alone = []
+    for ids, start in labelled_sequences([classifier._ids(p) for p in prompts], classifier._completion_ids):
+        with torch.no_grad():
+            logits = classifier.model(input_ids=torch.tensor([ids])).logits.float().numpy()
+        alone.append(completion_logprobs(logits, [(ids, start)])[0])
+    expected = np.array(alone).reshape(len(PHRASES), -1)
+    np.testing.assert_allclose(classifier.label_scores(prompts), expected, atol=1e-4)

@@ -60,23 +60,66 @@ class TorchClassifier:
         return [render_prompt(self.tokenizer, self.task.instruction, phrase) for phrase in phrases]
 
     def label_scores(self, prompts: list[str]) -> np.ndarray:
-        """Sum of log-probabilities of each label's completion tokens after each prompt."""
-        sequences = labelled_sequences([self._ids(p) for p in prompts], self._completion_ids)
-        return score_in_batches(sequences, self.batch_size, self._score_batch, len(self.task.labels))
+        """Sum of log-probabilities of each label's completion tokens after each prompt.
 
-    def _score_batch(self, batch: list[LabelledIds]) -> np.ndarray:
+        Each prompt is processed once; its KV cache is then repeated for every label, so the
+        labels' tokens cost a few positions each instead of a whole prompt each.
+        """
+        prompt_ids = [self._ids(prompt) for prompt in prompts]
+        step = max(1, self.batch_size // len(self._completion_ids))  # prompts per forward pass
+        return np.concatenate([self._score_prompts(prompt_ids[i : i + step]) for i in range(0, len(prompt_ids), step)])
+
+    def _score_prompts(self, prompt_ids: list[list[int]]) -> np.ndarray:
+        """A (prompts, labels) array: left-padded prompts in one pass, then all completions from their cache."""
         import torch
 
-        width = max(len(ids) for ids, _ in batch)
-        pad = self.tokenizer.pad_token_id or 0
-        input_ids = torch.full((len(batch), width), pad, dtype=torch.long)
-        attention = torch.zeros((len(batch), width), dtype=torch.long)
-        for row, (ids, _) in enumerate(batch):
-            input_ids[row, : len(ids)] = torch.tensor(ids)
-            attention[row, : len(ids)] = 1
+        completions = self._completion_ids
+        ids, mask = left_padded(prompt_ids, self.tokenizer.pad_token_id or 0)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
         with torch.no_grad():
-            logits = self.model(input_ids=input_ids.to(self.device), attention_mask=attention.to(self.device)).logits
-        return completion_logprobs(logits.float().cpu().numpy(), batch)
+            out = self.model(
+                input_ids=ids.to(self.device),
+                attention_mask=mask.to(self.device),
+                position_ids=positions.to(self.device),
+                use_cache=True,
+            )
+        first = torch.log_softmax(out.logits[:, -1].double(), dim=-1).cpu()
+        scores = torch.stack([first[:, completion[0]] for completion in completions], dim=1)
+        longest = max(len(completion) for completion in completions)
+        if longest > 1:
+            scores += self._follow_up_logprobs(out.past_key_values, mask, positions[:, -1], longest)
+        return scores.numpy()
+
+    def _follow_up_logprobs(self, cache, prompt_mask, last_position, longest: int):
+        """Log-probabilities of every completion's tokens after its first, from the prompts' repeated cache."""
+        import torch
+
+        completions, labels = self._completion_ids, len(self._completion_ids)
+        rows = prompt_mask.shape[0] * labels  # prompt-major: row = prompt * labels + label
+        cache.batch_repeat_interleave(labels)
+        follow = torch.full((rows, longest - 1), self.tokenizer.pad_token_id or 0, dtype=torch.long)
+        follow_mask = torch.zeros_like(follow)
+        for row in range(rows):
+            tokens = completions[row % labels][:-1]
+            follow[row, : len(tokens)] = torch.tensor(tokens)
+            follow_mask[row, : len(tokens)] = 1
+        mask = torch.cat([prompt_mask.repeat_interleave(labels, dim=0), follow_mask], dim=1)
+        positions = last_position.repeat_interleave(labels).unsqueeze(1) + 1 + torch.arange(longest - 1)
+        with torch.no_grad():
+            logits = self.model(
+                input_ids=follow.to(self.device),
+                attention_mask=mask.to(self.device),
+                position_ids=positions.to(self.device),
+                past_key_values=cache,
+                use_cache=True,
+            ).logits
+        totals = torch.zeros(rows, dtype=torch.float64)
+        for row in range(rows):
+            targets = completions[row % labels][1:]
+            if targets:
+                logprobs = torch.log_softmax(logits[row, : len(targets)].double(), dim=-1).cpu()
+                totals[row] = logprobs[torch.arange(len(targets)), torch.tensor(targets)].sum()
+        return totals.reshape(-1, labels)
 
     def generate(self, prompts: list[str]) -> list[str]:
         """Greedy decoding, left-padded batches, special tokens dropped."""
@@ -201,6 +244,19 @@ class OnnxGenaiClassifier:
             new_tokens = generator.get_sequence(0)[len(prompt_ids) :]
             texts.append(self.tokenizer.decode(new_tokens))
         return texts
+
+
+def left_padded(sequences: list[list[int]], pad: int):
+    """Token ids left-padded to the longest sequence, and the attention mask (torch tensors)."""
+    import torch
+
+    width = max(len(ids) for ids in sequences)
+    ids = torch.full((len(sequences), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(sequences), width), dtype=torch.long)
+    for row, tokens in enumerate(sequences):
+        ids[row, width - len(tokens) :] = torch.tensor(tokens)
+        mask[row, width - len(tokens) :] = 1
+    return ids, mask
 
 
 def labelled_sequences(prompt_ids: list[list[int]], completion_ids: list[list[int]]) -> list[LabelledIds]:
