@@ -82,6 +82,7 @@ class TorchClassifier:
                 attention_mask=mask.to(self.device),
                 position_ids=positions.to(self.device),
                 use_cache=True,
+                logits_to_keep=1,  # only the last position's: the lm_head over every position is costly
             )
         first = torch.log_softmax(out.logits[:, -1].double(), dim=-1).cpu()
         scores = torch.stack([first[:, completion[0]] for completion in completions], dim=1)
