@@ -12,15 +12,15 @@ from pathlib import Path
 from typing import Any
 
 
-def atomic_write_text(path: Path | str, text: str) -> None:
-    """Write `text` to `path` so that readers see the old file or the whole new one."""
+def atomic_write_bytes(path: Path | str, data: bytes) -> None:
+    """Write `data` to `path` so that readers see the old file or the whole new one."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
         os.chmod(tmp, 0o644)
@@ -29,6 +29,11 @@ def atomic_write_text(path: Path | str, text: str) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def atomic_write_text(path: Path | str, text: str) -> None:
+    """Write `text` as UTF-8, atomically."""
+    atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def atomic_write_json(path: Path | str, data: Any) -> None:

@@ -76,14 +76,8 @@ class TorchClassifier:
         completions = self._completion_ids
         ids, mask = left_padded(prompt_ids, self.tokenizer.pad_token_id or 0)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        with torch.no_grad():
-            out = self.model(
-                input_ids=ids.to(self.device),
-                attention_mask=mask.to(self.device),
-                position_ids=positions.to(self.device),
-                use_cache=True,
-                logits_to_keep=1,  # only the last position's: the lm_head over every position is costly
-            )
+        # Only the last position's logits: the lm_head over every position is costly.
+        out = self._forward(ids, mask, positions, logits_to_keep=1)
         first = torch.log_softmax(out.logits[:, -1].double(), dim=-1).cpu()
         scores = torch.stack([first[:, completion[0]] for completion in completions], dim=1)
         longest = max(len(completion) for completion in completions)
@@ -106,21 +100,26 @@ class TorchClassifier:
             follow_mask[row, : len(tokens)] = 1
         mask = torch.cat([prompt_mask.repeat_interleave(labels, dim=0), follow_mask], dim=1)
         positions = last_position.repeat_interleave(labels).unsqueeze(1) + 1 + torch.arange(longest - 1)
-        with torch.no_grad():
-            logits = self.model(
-                input_ids=follow.to(self.device),
-                attention_mask=mask.to(self.device),
-                position_ids=positions.to(self.device),
-                past_key_values=cache,
-                use_cache=True,
-            ).logits
-        totals = torch.zeros(rows, dtype=torch.float64)
+        logits = self._forward(follow, mask, positions, past_key_values=cache).logits.float().cpu().numpy()
+        totals = np.zeros(rows)
         for row in range(rows):
             targets = completions[row % labels][1:]
             if targets:
-                logprobs = torch.log_softmax(logits[row, : len(targets)].double(), dim=-1).cpu()
-                totals[row] = logprobs[torch.arange(len(targets)), torch.tensor(targets)].sum()
-        return totals.reshape(-1, labels)
+                totals[row] = logprob_sum(logits[row, : len(targets)], targets)
+        return torch.from_numpy(totals).reshape(-1, labels)
+
+    def _forward(self, ids, mask, positions, **options):
+        """One no-grad forward pass on the model's device, with the KV cache kept."""
+        import torch
+
+        with torch.no_grad():
+            return self.model(
+                input_ids=ids.to(self.device),
+                attention_mask=mask.to(self.device),
+                position_ids=positions.to(self.device),
+                use_cache=True,
+                **options,
+            )
 
     def generate(self, prompts: list[str]) -> list[str]:
         """Greedy decoding, left-padded batches, special tokens dropped."""

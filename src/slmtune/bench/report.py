@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import contextlib
 import io
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
-from slmtune.atomic import atomic_write_json, atomic_write_text, remove_stale_temporaries
+from slmtune.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
 from slmtune.bench.models import ARTIFACTS, TITLES
 
 RESULTS, TABLE, PLOT = "results.json", "README.md", "bench.png"
@@ -55,23 +52,8 @@ def write(results: dict[str, Any], out: Path) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / RESULTS, results)
     atomic_write_text(out / TABLE, markdown(results))
-    _write_bytes(out / PLOT, plot_png(results))
+    atomic_write_bytes(out / PLOT, plot_png(results))
     return [out / RESULTS, out / TABLE, out / PLOT]
-
-
-def _write_bytes(path: Path, data: bytes) -> None:
-    """Write bytes so that readers see the old file or the whole new one."""
-    remove_stale_temporaries(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
 
 
 def _spread(figure: dict[str, Any], digits: int = 1) -> str:
