@@ -14,7 +14,7 @@ import pytest
 import yaml
 from safetensors.torch import load_file
 
-from conftest import sh, tool_env
+from conftest import ROOT, sh, tool_env
 
 pytestmark = pytest.mark.slow
 CHECKPOINT_STEP = 40
@@ -105,31 +105,24 @@ def test_training_metrics_show_memory_speed_and_size(prepared_workspace):
     assert 0 < metrics["trainable_parameters"] < metrics["total_parameters"]
 
 
-def test_train_memory_check_runs_every_method_on_a_random_model(tmp_path):
-    from slmtune.train_memory import main
-
-    out = tmp_path / "train_memory.json"
-    main(
-        [
-            "--shape",
-            "tiny",
-            "--hw",
-            "cpu",
-            "--methods",
-            "lora",
-            "qlora",
-            "dora",
-            "--steps",
-            "2",
-            "--seq-len",
-            "32",
-            "--out",
-            str(out),
-        ]
+def test_gpu_check_script_dry_runs_every_method_on_a_random_model(tmp_path):
+    """scripts/gpu_check.sh, the prepared GPU check, on a tiny random model on the CPU."""
+    settings = {"SHAPE": "tiny", "HW": "cpu", "PY": sys.executable, "METHODS": "lora qlora dora"}
+    settings |= {"STEPS": "2", "SEQ_LEN": "32", "WHEELS": str(tmp_path / "no-wheels"), "RESULTS": str(tmp_path)}
+    result = subprocess.run(
+        ["bash", str(ROOT / "scripts/gpu_check.sh")],
+        env={**tool_env(), **settings},
+        capture_output=True,
+        text=True,
+        check=False,
     )
-    results = json.loads(out.read_text())
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "bitsandbytes" in result.stdout  # the versions it runs with
+    results = json.loads((tmp_path / "train_memory.json").read_text())
     for method in ("lora", "qlora", "dora"):
+        assert results[method]["method"] == method
         assert results[method]["tokens_per_second"] > 0
         assert results[method]["peak_memory_mb"] > 0
         assert 0 < results[method]["trainable_parameters"] < results[method]["total_parameters"]
+    assert results["qlora"]["total_parameters"] < results["lora"]["total_parameters"]  # 4-bit weights pack two per byte
     assert results["qlora_over_lora_peak_memory"] > 0

@@ -117,9 +117,7 @@ def resolve_source(data: DataConfig, cache: Path) -> ResolvedSource:
         if file.is_dir():
             raise DataError(f"{data.source}: a folder; point data.source at a .jsonl, .json or .csv file in it")
         if not file.is_file():
-            raise DataError(
-                f"{data.source}: file not found; set data.source to your data file (.jsonl, .json or .csv)"
-            )
+            raise DataError(f"{data.source}: file not found; set data.source to your data file (.jsonl, .json or .csv)")
         return ResolvedSource(file, {"source": data.source, "kind": kind, "files": [_file_record(file, file.name)]})
     folder = cache / hashlib.sha256(f"{data.source}@{data.revision}".encode()).hexdigest()[:16]
     if kind == "hub":

@@ -39,8 +39,11 @@ SHAPES = {
 }
 
 
-def write_random_model(shape: str, folder: Path, dtype: str, seed: int = 0) -> None:
-    """Save a randomly initialised Phi3ForCausalLM of `shape` (safetensors) into `folder`."""
+def write_random_model(shape: str, folder: Path, dtype: str, device: str, seed: int = 0) -> None:
+    """Save a randomly initialised Phi3ForCausalLM of `shape` (safetensors) into `folder`.
+
+    The weights are drawn on `device` (a GPU draws Phi-3-mini's 3.8B in seconds, a CPU in minutes).
+    """
     import torch
     from transformers import Phi3Config, Phi3ForCausalLM
 
@@ -58,7 +61,7 @@ def write_random_model(shape: str, folder: Path, dtype: str, seed: int = 0) -> N
         architectures=["Phi3ForCausalLM"],
     )
     torch.manual_seed(seed)
-    with torch.device("cpu"):
+    with torch.device(device):
         model = Phi3ForCausalLM(config).to(torch_dtype(dtype))
     model.save_pretrained(folder, safe_serialization=True)
 
@@ -111,23 +114,35 @@ def measure(method: str, hw: str, base: Path, steps: int, seq_len: int, batch: i
         "tokens_per_second": round(steps * batch * seq_len / elapsed, 1) if elapsed > 0 else None,
         "trainable_parameters": trainable,
         "total_parameters": total,
-        "final_loss": round(float(loss), 4),
+        "final_loss": round(float(loss.detach()), 4),
     }
     del model, optimizer
     return result
 
 
+def measure_in_subprocess(method: str, hw: str, base: Path, steps: int, seq_len: int, batch: int) -> dict[str, Any]:
+    """`measure` in a fresh Python process, so that each method's peak memory is its own."""
+    import subprocess
+    import sys
+
+    with tempfile.TemporaryDirectory(prefix="slmtune-train-memory-") as folder:
+        out = Path(folder) / f"{method}.json"
+        command = [sys.executable, "-m", "slmtune.train_memory", "--measure", method, "--base", str(base)]
+        command += ["--hw", hw, "--steps", str(steps), "--seq-len", str(seq_len), "--batch", str(batch)]
+        completed = subprocess.run([*command, "--out", str(out)], check=False)
+        if completed.returncode != 0:
+            raise SystemExit(f"train_memory: measuring train={method} failed (exit {completed.returncode}); see above")
+        return json.loads(out.read_text())
+
+
 def run(shape: str, hw: str, methods: list[str], steps: int, seq_len: int, batch: int) -> dict[str, Any]:
     """Measure each method on the same random model; add QLoRA's peak memory relative to LoRA's."""
-    import gc
-
-    dtype = method_params(methods[0], hw).hw.dtype
+    params = method_params(methods[0], hw)
     results: dict[str, Any] = {"shape": shape, "hw": hw, "steps": steps, "seq_len": seq_len, "batch": batch}
     with tempfile.TemporaryDirectory(prefix="slmtune-random-model-") as folder:
-        write_random_model(shape, Path(folder), dtype)
+        write_random_model(shape, Path(folder), params.hw.dtype, params.hw.device)
         for method in methods:
-            results[method] = measure(method, hw, Path(folder), steps, seq_len, batch)
-            gc.collect()
+            results[method] = measure_in_subprocess(method, hw, Path(folder), steps, seq_len, batch)
     if "lora" in results and "qlora" in results:
         results["qlora_over_lora_peak_memory"] = round(
             results["qlora"]["peak_memory_mb"] / results["lora"]["peak_memory_mb"], 3
@@ -144,8 +159,13 @@ def main(argv: list[str] | None = None) -> None:
     parse.add_argument("--seq-len", type=int, default=256)
     parse.add_argument("--batch", type=int, default=1)
     parse.add_argument("--out", type=Path, default=Path("bench/train_memory.json"))
+    parse.add_argument("--measure", metavar="METHOD", help=argparse.SUPPRESS)  # one method, in this process
+    parse.add_argument("--base", type=Path, help=argparse.SUPPRESS)  # the random model `--measure` trains
     args = parse.parse_args(argv)
-    results = run(args.shape, args.hw, args.methods, args.steps, args.seq_len, args.batch)
+    if args.measure:
+        results = measure(args.measure, args.hw, args.base, args.steps, args.seq_len, args.batch)
+    else:
+        results = run(args.shape, args.hw, args.methods, args.steps, args.seq_len, args.batch)
     from slmtune.atomic import atomic_write_json
 
     atomic_write_json(args.out, results)

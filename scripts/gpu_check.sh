@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# The prepared GPU check, one command on a CUDA machine (issue 3): LoRA vs QLoRA training of a
+# Phi-3-mini-shaped random model (hidden 3072, 32 layers, no download), 20 steps at sequence
+# length 256, peak memory and tokens/second of each, into $RESULTS/train_memory.json.
+#
+#   here:        bash scripts/gpu_wheels.sh                 # .whl/: what the GPU image lacks
+#   GPU machine: bash scripts/gpu_check.sh                  # with .whl/ beside it
+#   dry run:     SHAPE=tiny HW=cpu PY=.venv/bin/python bash scripts/gpu_check.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PY:-python3}
+SHAPE=${SHAPE:-phi3_mini}
+HW=${HW:-cuda}
+RESULTS=${RESULTS:-${OUT:-bench}}
+METHODS=${METHODS:-lora qlora}
+STEPS=${STEPS:-20}
+SEQ_LEN=${SEQ_LEN:-256}
+WHEELS=${WHEELS:-.whl}
+SITE=${SITE:-/tmp/slmtune-site}
+export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1 TOKENIZERS_PARALLELISM=false
+
+if compgen -G "$WHEELS/*.whl" >/dev/null; then
+    "$PY" -m pip install --quiet --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE" "$WHEELS"/*.whl
+    export PYTHONPATH="$SITE"
+fi
+export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
+command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+"$PY" - <<'PY'
+import bitsandbytes, peft, torch, transformers
+print(f"torch {torch.__version__} (cuda {torch.version.cuda}), transformers {transformers.__version__}, "
+      f"peft {peft.__version__}, bitsandbytes {bitsandbytes.__version__}")
+PY
+mkdir -p "$RESULTS"
+"$PY" -m slmtune.train_memory --shape "$SHAPE" --hw "$HW" --methods $METHODS --steps "$STEPS" --seq-len "$SEQ_LEN" \
+    --out "$RESULTS/train_memory.json"
