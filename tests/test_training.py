@@ -93,6 +93,12 @@ def test_a_killed_run_resumes_to_the_same_adapter(prepared_workspace):
     whole, resumed = tensors(prepared_workspace / "whole"), tensors(prepared_workspace / "killed")
     assert whole.keys() == resumed.keys()
     assert all(bool((whole[name] == resumed[name]).all()) for name in whole)
+    # The metrics describe the whole run too, not just the steps after the resume.
+    uninterrupted = json.loads((prepared_workspace / "whole.json").read_text())
+    for key in ("steps", "train_tokens", "eval_loss", "final_train_loss"):
+        assert metrics[key] == uninterrupted[key], key
+    assert metrics["train_loss"] == pytest.approx(uninterrupted["train_loss"], abs=1e-5)
+    assert metrics["tokens_per_second"] > 0 and uninterrupted["resumed_from_step"] == 0
 
 
 def test_training_metrics_show_memory_speed_and_size(prepared_workspace):

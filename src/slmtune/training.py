@@ -81,6 +81,7 @@ def sft_config(params: Params, output_dir: Path):
         save_steps=train.save_steps,
         save_total_limit=1,
         report_to=[],
+        include_num_input_tokens_seen="non_padding",  # kept in checkpoints: counts survive a resume
         seed=params.seed,
         data_seed=params.seed,
         # Padding-free batches are not truncated by trl; prepare already refused rows over max_length.
@@ -149,6 +150,7 @@ def train_adapter(
     tokenizer = load_tokenizer(base_dir, params.model.trust_remote_code)
     model = load_for_training(params, base_dir)
     resume = last_checkpoint(checkpoints)
+    resumed_step, resumed_tokens = _checkpoint_progress(resume)  # read now: newer checkpoints replace it
     callbacks = [_live_callback(checkpoints / "live", resume is not None)] if adapter_dir is not None else []
     trainer = SFTTrainer(
         model=model,
@@ -171,11 +173,10 @@ def train_adapter(
     if adapter_dir is not None:
         trainer.model.save_pretrained(str(adapter_dir))
         tokenizer.save_pretrained(str(adapter_dir))
-    logged_tokens = _last_logged(trainer.state.log_history, "num_tokens")
-    tokens = int(getattr(trainer, "_total_train_tokens", 0) or logged_tokens or 0)
+    tokens = int(trainer.state.num_input_tokens_seen)
     return {
         "method": params.train.method,
-        "train_loss": round(float(result.training_loss), 6),
+        "train_loss": round(_whole_run_loss(trainer.state.log_history, result, resumed_step), 6),
         "final_train_loss": _last_logged(trainer.state.log_history, "loss"),
         "eval_loss": round(float(evaluation["eval_loss"]), 6),
         "eval_perplexity": round(math.exp(min(float(evaluation["eval_loss"]), 50.0)), 4),
@@ -184,12 +185,39 @@ def train_adapter(
         "trainable_parameters": trainable,
         "total_parameters": total,
         "processes": trainer.args.world_size,
-        "resumed_from_step": int(resume.rsplit("-", 1)[-1]) if resume else 0,
+        "resumed_from_step": resumed_step,
         "train_tokens": tokens,
-        "tokens_per_second": round(tokens / elapsed, 1) if elapsed > 0 and not resume else None,
+        "tokens_per_second": round((tokens - resumed_tokens) / elapsed, 1) if elapsed > 0 else None,
         "peak_memory_mb": peak_memory_mb(params.hw.device),
         "train_runtime_s": round(elapsed, 2),
     }
+
+
+def _checkpoint_progress(checkpoint: str | None) -> tuple[int, int]:
+    """(global step, non-padding tokens seen) saved in a checkpoint; (0, 0) for a fresh run."""
+    if checkpoint is None:
+        return 0, 0
+    import json
+
+    state = json.loads((Path(checkpoint) / "trainer_state.json").read_text())
+    return int(state["global_step"]), int(state.get("num_input_tokens_seen", 0))
+
+
+def _whole_run_loss(history: list[dict[str, Any]], result, resumed_step: int) -> float:
+    """Mean training loss over every step, also when this process resumed at `resumed_step`.
+
+    The trainer's own figure covers only the steps this process ran; the steps before the
+    checkpoint come from the log it restored (exact when `save_steps` is a multiple of `logging_steps`).
+    """
+    run_steps = int(result.global_step) - resumed_step
+    if resumed_step == 0:
+        return float(result.training_loss)
+    logged = [(int(e["step"]), float(e["loss"])) for e in history if "loss" in e and int(e["step"]) <= resumed_step]
+    before_sum, last_step = 0.0, 0
+    for step, loss in logged:  # each logged loss is the mean since the previous log
+        before_sum += loss * (step - last_step)
+        last_step = step
+    return (before_sum + float(result.training_loss) * run_steps) / max(last_step + run_steps, 1)
 
 
 def _live_callback(live_dir: Path, resume: bool):
