@@ -106,7 +106,9 @@ def set_intra_op_threads(config_path: Path, threads: int) -> None:
 
 def check_onnx_folder(folder: Path) -> None:
     """Load the folder in ONNX Runtime GenAI, as a user's app would."""
-    import onnxruntime_genai as og
+    from slmtune.ortgenai import onnxruntime_genai
+
+    og = onnxruntime_genai()
 
     try:
         og.Tokenizer(og.Model(str(folder)))

@@ -160,7 +160,9 @@ class OnnxGenaiClassifier:
     def __init__(
         self, folder: Path, task: Task, max_new_tokens: int = 4, batch_size: int = 32, batched: bool | None = None
     ):
-        import onnxruntime_genai as og
+        from slmtune.ortgenai import onnxruntime_genai
+
+        og = onnxruntime_genai()
 
         self.og, self.task, self.max_new_tokens, self.batch_size = og, task, max_new_tokens, batch_size
         self.folder = folder

@@ -39,7 +39,9 @@ class GpuSettings:
 
 def check_provider(provider: str) -> None:
     """Refuse, before building anything, a provider this ONNX Runtime GenAI cannot run."""
-    import onnxruntime_genai as og
+    from slmtune.ortgenai import onnxruntime_genai
+
+    og = onnxruntime_genai()
 
     if provider == "cuda" and not og.is_cuda_available():
         raise HardwareError(

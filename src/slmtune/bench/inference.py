@@ -115,7 +115,10 @@ def torch_generation(folder: Path) -> Callable[[list[int], int], tuple[float, fl
 def genai_generation(folder: Path) -> Callable[[list[int], int], tuple[float, float]]:
     """Greedy generation with ONNX Runtime GenAI; returns (prefill seconds, seconds for the tokens after the first)."""
     import numpy as np
-    import onnxruntime_genai as og
+
+    from slmtune.ortgenai import onnxruntime_genai
+
+    og = onnxruntime_genai()
 
     model = og.Model(str(folder))
 

@@ -1,0 +1,13 @@
+"""ONNX Runtime GenAI, imported with its telemetry off (ONNX Runtime sends usage events on Windows)."""
+
+from __future__ import annotations
+
+
+def onnxruntime_genai():
+    """The `onnxruntime_genai` module, after turning off its and ONNX Runtime's telemetry events."""
+    import onnxruntime
+    import onnxruntime_genai
+
+    onnxruntime.disable_telemetry_events()
+    onnxruntime_genai.disable_telemetry_events()
+    return onnxruntime_genai
