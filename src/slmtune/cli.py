@@ -16,6 +16,7 @@ from slmtune.errors import (
     failure_lines,
     print_traceback_if_debug,
 )
+from slmtune.quiet import quiet_library_noise
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -124,6 +125,7 @@ COMMANDS = {"classify": classify, "params": compose_params, "check-hw": check_hw
 def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    quiet_library_noise()
     args = build_parser().parse_args(argv)
     try:
         COMMANDS[args.command](args)

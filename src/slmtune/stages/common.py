@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable
 
 from slmtune.errors import add_debug_flag, failure_lines, print_traceback_if_debug
+from slmtune.quiet import quiet_library_noise
 
 RESTORE_HINT = "DVC removed this stage's outputs before running it; `dvc checkout` restores the last good ones."
 
@@ -31,6 +32,7 @@ def go_offline() -> None:
 def run(name: str, body: Callable[[], None]) -> None:
     """Run a stage body; report any failure as a clear message (traceback only in debug mode), exit 1."""
     start = time.perf_counter()
+    quiet_library_noise()
     print(f"[slmtune] stage {name}: start", flush=True)
     try:
         body()
