@@ -64,6 +64,9 @@ def write_random_model(shape: str, folder: Path, dtype: str, device: str, seed: 
     with torch.device(device):
         model = Phi3ForCausalLM(config).to(torch_dtype(dtype))
     model.save_pretrained(folder, safe_serialization=True)
+    del model
+    if device == "cuda":
+        torch.cuda.empty_cache()  # the GPU is the measuring processes' alone
 
 
 def method_params(method: str, hw: str) -> Params:
