@@ -51,7 +51,7 @@ exp: $(STAMP) ## show experiments with their params and metrics
 plots: $(STAMP) ## render the loss curve and confusion matrices to dvc_plots/index.html
 	$(BIN)/dvc plots show
 
-bench: $(STAMP) ## time and size every artifact on a random ~200M Phi-3 into bench/ (~15 min; BENCH_ARGS=--quick)
+bench: $(STAMP) ## time and size every artifact on a random ~200M Phi-3 into bench/ (5-6 min on 2 cores; BENCH_ARGS=--quick)
 	$(BIN)/python -m slmtune.bench --out bench $(BENCH_ARGS)
 
 test: $(STAMP) $(NODE_STAMP) ## run the test suite (unit tests and an end-to-end pipeline run)
