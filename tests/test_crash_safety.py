@@ -25,7 +25,7 @@ COMPLETE = {
     "dvclive/train": ["metrics.json"],
     "plots/confusion": ["base.json", "adapter.json", "merged.json", "int4.json"],
 }
-JSON_OUTPUTS = ["metrics/train.json", "metrics/eval.json"]
+JSON_OUTPUTS = ["metrics/train.json", "metrics/eval.json", "plots/artifacts.json"]
 # Seconds after a stage's start line (train_lora: its first checkpoint) at which it is still working.
 KILL_AFTER = {"prepare": 1.0, "train_lora": 1.0, "merge": 1.5, "build_int4": 2.0, "eval": 3.0}
 

@@ -37,6 +37,7 @@ def test_pipeline_writes_every_output(pipeline_run):
         "metrics/eval.json",
         "dvclive/train/plots/metrics/loss.tsv",
         *[f"plots/confusion/{name}.json" for name in ARTIFACTS],
+        "plots/artifacts.json",
     ]
     assert [name for name in expected if not (pipeline_run / name).is_file()] == []
     leftovers = [p for p in pipeline_run.rglob(".*.tmp")]
@@ -165,6 +166,14 @@ def test_plots_render_loss_and_confusion_matrices(pipeline_run, tmp_path):
     page = (tmp_path / "plots" / "index.html").read_text()
     assert "Training loss" in page
     assert page.count("Confusion") >= len(ARTIFACTS)
+    for title in ("Accuracy by artifact", "Size on disk by artifact", "Latency per phrase by artifact"):
+        assert title in page
+    rows = json.loads((pipeline_run / "plots/artifacts.json").read_text())
+    metrics = eval_metrics(pipeline_run)
+    assert [row["artifact"] for row in rows] == ARTIFACTS  # the pipeline's order, base first
+    for row in rows:
+        for field in ("accuracy", "macro_f1", "latency_ms", "size_mb"):
+            assert row[field] == metrics[row["artifact"]][field]
 
 
 def test_push_then_pull_into_a_fresh_clone(pipeline_run, tmp_path):

@@ -73,6 +73,12 @@ def agreement(first: list[str], second: list[str]) -> float:
     return round(sum(a == b for a, b in zip(first, second, strict=True)) / len(first), 4)
 
 
+def comparison_rows(metrics: dict[str, dict[str, Any]], names: list[str]) -> list[dict[str, Any]]:
+    """One row per artifact for DVC's bar charts: accuracy, macro-F1, latency and size side by side."""
+    fields = ("accuracy", "macro_f1", "latency_ms", "size_mb")
+    return [{"artifact": name, **{field: metrics[name][field] for field in fields}} for name in names]
+
+
 def confusion_rows(truth: list[str], predicted: list[str]) -> list[dict[str, str]]:
     """Rows for DVC's confusion template."""
     return [{"actual": a, "predicted": p} for a, p in zip(truth, predicted, strict=True)]

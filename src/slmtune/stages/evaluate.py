@@ -16,8 +16,9 @@ def main(argv: list[str] | None = None) -> None:
     parse.add_argument("--models", type=Path, default=Path("models"))
     parse.add_argument("--metrics", type=Path, default=Path("metrics/eval.json"))
     parse.add_argument("--plots", type=Path, default=Path("plots/confusion"))
+    parse.add_argument("--comparison", type=Path, default=Path("plots/artifacts.json"))
     args = parse.parse_args(argv)
-    run("eval", lambda: evaluate(args.params, args.test, args.models, args.metrics, args.plots))
+    run("eval", lambda: evaluate(args.params, args.test, args.models, args.metrics, args.plots, args.comparison))
 
 
 def classifier_for(name: str, models: Path, params: Params):
@@ -72,13 +73,13 @@ def check_artifacts(names: list[str], models: Path) -> None:
         Task.load(folder)
 
 
-def evaluate(params_path: str, test: Path, models: Path, metrics_path: Path, plots: Path) -> None:
+def evaluate(params_path: str, test: Path, models: Path, metrics_path: Path, plots: Path, comparison: Path) -> None:
     params = load_params(params_path)
     go_offline()
     labels = list(params.data.labels)
     phrases, truth = read_test_split(test, labels)
     check_artifacts(params.eval.artifacts, models)
-    from slmtune.evaluation import agreement, confusion_rows, evaluate_artifact, summarise
+    from slmtune.evaluation import agreement, comparison_rows, confusion_rows, evaluate_artifact, summarise
     from slmtune.hardware import configure_threads
 
     configure_threads(params.hw)
@@ -108,6 +109,7 @@ def evaluate(params_path: str, test: Path, models: Path, metrics_path: Path, plo
     with atomic_outputs(plots) as (plots_tmp,):
         for name, result in results.items():
             atomic_write_json(plots_tmp / f"{name}.json", confusion_rows(truth, result.predictions))
+    atomic_write_json(comparison, comparison_rows(metrics, list(results)))
     atomic_write_json(metrics_path, metrics)  # written even when the gate fails, so the figures can be read
     _print_table(metrics, list(results))
     check_gate(metrics["gate"])
