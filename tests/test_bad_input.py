@@ -429,6 +429,11 @@ def _blank_phrase(ws: Workspace) -> list[str]:
     return cli("classify", "  \t ", "--model-path", "models/merged")
 
 
+@case("classify: --scores with --generate", "--scores comes from label scoring")
+def _scores_with_generation(ws: Workspace) -> list[str]:
+    return cli("classify", "what a day", "--model-path", "models/merged", "--scores", "--generate")
+
+
 @case("classify: no --model-path and no models/int4", "--model-path models/int4: model folder not found", "dvc pull")
 def _default_model_path_missing(ws: Workspace) -> list[str]:
     shutil.rmtree(ws.path("models/int4"))

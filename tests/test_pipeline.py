@@ -119,6 +119,27 @@ def test_classify_file_mode_adds_a_prediction_to_every_row(pipeline_run, tmp_pat
     assert {r["prediction"] for r in written} <= LABELS
 
 
+@pytest.mark.parametrize("folder", ["models/int4", "models/merged"])
+def test_classify_scores_are_label_probabilities_that_agree_with_the_prediction(pipeline_run, tmp_path, folder):
+    phrases = ["I can't stop crying since she left.", "Whoa, I never expected that ending!", "I am so scared."]
+    source, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    source.write_text("".join(json.dumps({"phrase": p}) + "\n" for p in phrases))
+    command = [str(BIN / "slmtune"), "classify", "--input", str(source), "--model-path", folder]
+    sh([*command, "--output", str(out), "--scores"], pipeline_run)
+    sh([*command, "--output", str(tmp_path / "plain.jsonl")], pipeline_run)
+    scored = [json.loads(line) for line in out.read_text().splitlines()]
+    plain = [json.loads(line)["prediction"] for line in (tmp_path / "plain.jsonl").read_text().splitlines()]
+    assert [row["prediction"] for row in scored] == plain
+    for row in scored:
+        assert set(row["scores"]) == LABELS
+        assert sum(row["scores"].values()) == pytest.approx(1.0, abs=1e-5)
+        assert row["prediction"] == max(row["scores"], key=row["scores"].get)
+    single = sh([str(BIN / "slmtune"), "classify", phrases[2], "--model-path", folder, "--scores"], pipeline_run)
+    alone = json.loads(single.stdout)  # scored alone, not in a padded batch: equal up to float rounding
+    assert alone["prediction"] == scored[2]["prediction"]
+    assert alone["scores"] == pytest.approx(scored[2]["scores"], abs=1e-4)
+
+
 def test_int4_and_merged_classify_the_test_split_alike(pipeline_run, tmp_path):
     out = {}
     for folder in ("models/int4", "models/merged"):

@@ -31,6 +31,9 @@ def build_parser() -> argparse.ArgumentParser:
     classify.add_argument("--output", type=Path, help="where to write the rows with 'prediction' added")
     classify.add_argument("--field", default="phrase", help="the text field of each input row")
     classify.add_argument("--generate", action="store_true", help="greedy generation instead of label scoring")
+    classify.add_argument(
+        "--scores", action="store_true", help="also give each label's probability (JSON; a 'scores' field per row)"
+    )
 
     params = commands.add_parser("params", help="compose conf/ into params.yaml (Hydra overrides allowed)")
     params.add_argument("overrides", nargs="*", help="e.g. hw=cuda train.learning_rate=1.0e-3")
@@ -82,25 +85,40 @@ def check_model_path(folder: Path) -> None:
 
 def classify(args: argparse.Namespace) -> None:
     from slmtune.atomic import atomic_write_text
-    from slmtune.scoring import generated_labels, load_classifier, predict
 
     if (args.phrase is None) == (args.input is None):
         raise SlmtuneError("give either one PHRASE or --input FILE.jsonl (with --output OUT.jsonl)")
     if args.input is not None and args.output is None:
         raise SlmtuneError("--input needs --output OUT.jsonl")
+    if args.scores and args.generate:
+        raise SlmtuneError("--scores comes from label scoring; leave out --generate to get them")
     if args.phrase is not None and not args.phrase.strip():
         raise DataError('the phrase is empty; give some text to classify, e.g. `slmtune classify "what a day!"`')
     rows = read_phrase_rows(args.input, args.field) if args.input else [{args.field: args.phrase}]
     check_model_path(args.model_path)
-    classifier = load_classifier(args.model_path)
-    label = generated_labels if args.generate else predict
-    predictions = label(classifier, [row[args.field] for row in rows])
+    results = classified_rows(args.model_path, rows, args.field, args.generate, args.scores)
     if args.input is None:
-        print(predictions[0])
+        print(json.dumps(results[0], ensure_ascii=False) if args.scores else results[0]["prediction"])
         return
-    lines = [json.dumps({**row, "prediction": p}, ensure_ascii=False) for row, p in zip(rows, predictions, strict=True)]
+    lines = [json.dumps({**row, **result}, ensure_ascii=False) for row, result in zip(rows, results, strict=True)]
     atomic_write_text(args.output, "".join(line + "\n" for line in lines))
     print(f"classified {len(rows)} rows -> {args.output}", file=sys.stderr)
+
+
+def classified_rows(model_path: Path, rows: list[dict], field: str, generate: bool, scores: bool) -> list[dict]:
+    """`{"prediction": label}` per row, with `"scores"` (each label's probability) when asked."""
+    from slmtune.scoring import generated_labels, label_probabilities, load_classifier, predict
+
+    classifier = load_classifier(model_path)
+    phrases = [row[field] for row in rows]
+    if not scores:
+        label = generated_labels if generate else predict
+        return [{"prediction": prediction} for prediction in label(classifier, phrases)]
+    results = []
+    for probabilities in label_probabilities(classifier, phrases):
+        prediction = max(probabilities, key=probabilities.get)
+        results.append({"prediction": prediction, "scores": {k: round(v, 6) for k, v in probabilities.items()}})
+    return results
 
 
 def compose_params(args: argparse.Namespace) -> None:

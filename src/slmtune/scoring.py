@@ -38,6 +38,14 @@ def predict(classifier: Classifier, phrases: list[str]) -> list[str]:
     return [classifier.task.labels[i] for i in scores.argmax(axis=1)]
 
 
+def label_probabilities(classifier: Classifier, phrases: list[str]) -> list[dict[str, float]]:
+    """Each phrase's probability of every label, normalised over the task's labels (softmax of the scores)."""
+    scores = classifier.label_scores(classifier.prompts(phrases)).astype(np.float64)
+    exp = np.exp(scores - scores.max(axis=1, keepdims=True))
+    probabilities = exp / exp.sum(axis=1, keepdims=True)
+    return [dict(zip(classifier.task.labels, map(float, row), strict=True)) for row in probabilities]
+
+
 def generated_labels(classifier: Classifier, phrases: list[str]) -> list[str]:
     """Greedy generation mapped to labels ('other' when the text is no label)."""
     texts = classifier.generate(classifier.prompts(phrases))
