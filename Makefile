@@ -54,6 +54,9 @@ plots: $(STAMP) ## render the loss curve and confusion matrices to dvc_plots/ind
 bench: $(STAMP) ## time and size every artifact on a random ~200M Phi-3 into bench/ (5-6 min on 2 cores; BENCH_ARGS=--quick)
 	$(BIN)/python -m slmtune.bench --out bench $(BENCH_ARGS)
 
+gpu-check: $(STAMP) ## on a CUDA machine: LoRA vs QLoRA peak memory, tokens/s (Phi-3-mini shape) -> bench/
+	PY=$(BIN)/python WHEELS=/nonexistent bash scripts/gpu_check.sh
+
 test: $(STAMP) $(NODE_STAMP) ## run the test suite (unit tests and an end-to-end pipeline run)
 	$(BIN)/pytest -q
 
@@ -73,4 +76,4 @@ pull-model: $(STAMP) ## fetch just models/int4 of a git revision or experiment i
 clean: ## remove the virtual environment and caches (not DVC's cache)
 	rm -rf $(VENV) node_modules .pytest_cache .ruff_cache .slmtune-cache
 
-.PHONY: help setup setup-test pull-model params repro train exp plots bench test lint push pull clean
+.PHONY: help setup setup-test pull-model params repro train exp plots bench gpu-check test lint push pull clean

@@ -132,3 +132,22 @@ def test_gpu_check_script_dry_runs_every_method_on_a_random_model(tmp_path):
         assert 0 < results[method]["trainable_parameters"] < results[method]["total_parameters"]
     assert results["qlora"]["total_parameters"] < results["lora"]["total_parameters"]  # 4-bit weights pack two per byte
     assert results["qlora_over_lora_peak_memory"] > 0
+
+
+def test_gpu_check_without_a_gpu_stops_before_drawing_a_model(tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU: the check would run")
+    settings = {"PY": sys.executable, "WHEELS": str(tmp_path / "no-wheels"), "RESULTS": str(tmp_path)}
+    result = subprocess.run(
+        ["bash", str(ROOT / "scripts/gpu_check.sh")],
+        env={**tool_env(), **settings},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert "train_memory: hw=cuda needs CUDA" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "train_memory.json").exists()

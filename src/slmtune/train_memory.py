@@ -123,6 +123,18 @@ def measure(method: str, hw: str, base: Path, steps: int, seq_len: int, batch: i
     return result
 
 
+def check_profile(hw: str, methods: list[str]) -> None:
+    """Stop with the profile's own clear message, before any model is drawn, when this machine cannot run it."""
+    from slmtune.errors import SlmtuneError
+    from slmtune.hardware import check_machine
+
+    try:
+        for method in methods:
+            check_machine(method_params(method, hw).hw)
+    except SlmtuneError as err:
+        raise SystemExit(f"train_memory: {err}") from None
+
+
 def measure_in_subprocess(method: str, hw: str, base: Path, steps: int, seq_len: int, batch: int) -> dict[str, Any]:
     """`measure` in a fresh Python process, so that each method's peak memory is its own."""
     import subprocess
@@ -168,6 +180,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.measure:
         results = measure(args.measure, args.hw, args.base, args.steps, args.seq_len, args.batch)
     else:
+        check_profile(args.hw, args.methods)
         results = run(args.shape, args.hw, args.methods, args.steps, args.seq_len, args.batch)
     from slmtune.atomic import atomic_write_json
 
