@@ -122,3 +122,17 @@ def test_labels_that_differ_only_in_case_are_refused():
 def test_unknown_group_option_lists_the_available_ones():
     with pytest.raises(ConfigError, match=r"config group 'hw' has no option 'tpu'.*available: azureml, cpu, cuda"):
         compose(["hw=tpu"])
+
+
+def test_the_current_projects_conf_is_composed_with_its_own_group_options(repo_root, tmp_path, monkeypatch):
+    import shutil
+
+    shutil.copytree(repo_root / "conf", tmp_path / "conf")
+    tone = yaml.safe_load((tmp_path / "conf/data/tone.yaml").read_text())
+    polarity = {**tone, "name": "polarity", "labels": ["negative", "positive"]}
+    (tmp_path / "conf/data/polarity.yaml").write_text(yaml.safe_dump(polarity))
+    monkeypatch.chdir(tmp_path)
+    assert compose(["data=polarity"])["data"]["labels"] == ["negative", "positive"]
+    monkeypatch.chdir(tmp_path / "conf")  # no conf/ here: the installed project's, which has no such option
+    with pytest.raises(ConfigError, match="available: tone"):
+        compose(["data=polarity"])

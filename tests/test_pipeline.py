@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
@@ -265,3 +266,25 @@ def test_every_method_reaches_an_accurate_int4_model(experiment_run, method):
     assert train["method"] == method
     assert abs(metrics["int4"]["accuracy"] - metrics["merged"]["accuracy"]) <= 0.03
     assert metrics["int4"]["accuracy"] >= 0.75
+
+
+def test_your_own_task_runs_end_to_end_from_a_csv(experiment_run, tmp_path):
+    """Another task (polarity), data file, field names, labels and instruction, all set by overrides."""
+    polarity = {"sad": "negative", "fear": "negative", "joy": "positive", "surprise": "positive"}
+    rows = [json.loads(line) for line in (experiment_run / "data/raw/tone.jsonl").read_text().splitlines()]
+    source = tmp_path / "polarity.csv"
+    with source.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["text", "label"])
+        writer.writerows([row["phrase"], polarity[row["tone"]]] for row in rows)
+    overrides = [f"data.source={source}", "data.text_field=text", "data.label_field=label"]
+    overrides += ["data.labels=[negative,positive]", "model.instruction='Is this phrase positive or negative?'"]
+    sh(["dvc", "exp", "run", "--name", "polarity", *[arg for o in overrides for arg in ("-S", o)]], experiment_run)
+    metrics = eval_metrics(experiment_run)
+    assert set(metrics["int4"]["f1"]) == {"negative", "positive"}
+    assert metrics["int4"]["accuracy"] >= 0.80
+    task = json.loads((experiment_run / "models/int4/slmtune_task.json").read_text())
+    assert task["instruction"] == "Is this phrase positive or negative?"
+    command = [str(BIN / "slmtune"), "classify", "I love this so much!", "--model-path", "models/int4"]
+    result = sh(command, experiment_run)
+    assert result.stdout.strip() in {"negative", "positive"}

@@ -22,7 +22,15 @@ from omegaconf.errors import OmegaConfBaseException
 
 from slmtune.errors import ConfigError
 
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+CONF_DIR = Path(__file__).resolve().parents[2] / "conf"  # the installed project's
+
+
+def project_conf_dir() -> Path:
+    """The `conf/` of the project in the current folder (where `dvc exp run` composes), else the installed one."""
+    local = Path.cwd() / "conf"
+    return local if (local / "config.yaml").is_file() else CONF_DIR
+
+
 GROUPS = ("hw", "model", "data", "train", "build", "eval")
 
 
@@ -423,12 +431,13 @@ def _check_eval(params: Params) -> str | None:
     return None
 
 
-def compose(overrides: list[str] | None = None, conf_dir: Path = CONF_DIR) -> dict[str, Any]:
+def compose(overrides: list[str] | None = None, conf_dir: Path | None = None) -> dict[str, Any]:
     """Compose `conf/config.yaml` with Hydra overrides, exactly as DVC's Hydra integration does."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
     from hydra.errors import HydraException
 
+    conf_dir = conf_dir or project_conf_dir()
     overrides = list(overrides or [])
     for override in overrides:
         _check_override(override, conf_dir)
