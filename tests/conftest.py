@@ -116,5 +116,5 @@ def tiny_tokenizer():
 
     params = validate(compose())
     examples = load_examples(ROOT / params.data.source, params.data.labels)
-    texts = [user_message(params.model.instruction, e.phrase) for e in examples] + [e.label for e in examples]
+    texts = [user_message(params.data.instruction, e.phrase) for e in examples] + [e.label for e in examples]
     return train_tokenizer(texts, params.model.tiny.vocab_size, params.model.chat_template)

@@ -499,7 +499,7 @@ def model_folders(tmp_path_factory) -> dict[str, Path]:
         params = validate(compose(overrides))
         folders[name].mkdir()
         materialise_base(params.model, texts, params.seed, folders[name])
-        build_task(load_tokenizer(folders[name]), params.model.instruction, LABELS).save(folders[name])
+        build_task(load_tokenizer(folders[name]), params.data.instruction, LABELS).save(folders[name])
     params = validate(compose())
     get_peft_model(load_causal_lm(folders["base"]), lora_config(params)).save_pretrained(str(folders["adapter"]))
     shutil.copy2(folders["base"] / "slmtune_task.json", folders["adapter"] / "slmtune_task.json")

@@ -136,3 +136,10 @@ def test_the_current_projects_conf_is_composed_with_its_own_group_options(repo_r
     monkeypatch.chdir(tmp_path / "conf")  # no conf/ here: the installed project's, which has no such option
     with pytest.raises(ConfigError, match="available: tone"):
         compose(["data=polarity"])
+
+
+def test_a_key_that_moved_says_where_it_went():
+    moved = re.escape("unknown key 'model.instruction' (it moved to 'data.instruction')")
+    with pytest.raises(ConfigError, match=moved):
+        compose(["model.instruction=Is this positive?"])
+    assert compose(["data.instruction=Is this positive?"])["data"]["instruction"] == "Is this positive?"

@@ -278,7 +278,7 @@ def test_your_own_task_runs_end_to_end_from_a_csv(experiment_run, tmp_path):
         writer.writerow(["text", "label"])
         writer.writerows([row["phrase"], polarity[row["tone"]]] for row in rows)
     overrides = [f"data.source={source}", "data.text_field=text", "data.label_field=label"]
-    overrides += ["data.labels=[negative,positive]", "model.instruction='Is this phrase positive or negative?'"]
+    overrides += ["data.labels=[negative,positive]", "data.instruction='Is this phrase positive or negative?'"]
     sh(["dvc", "exp", "run", "--name", "polarity", *[arg for o in overrides for arg in ("-S", o)]], experiment_run)
     metrics = eval_metrics(experiment_run)
     assert set(metrics["int4"]["f1"]) == {"negative", "positive"}

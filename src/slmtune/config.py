@@ -92,7 +92,6 @@ class ModelConfig:
     trust_remote_code: bool = False  # true runs Python code from the model folder (warned about)
     allow_floating_revision: bool = False  # true accepts a branch or tag as model.revision
     chat_template: str | None = None  # Jinja template; null keeps the tokenizer's own
-    instruction: str = "Classify the tone of this phrase as sad, joy, fear or surprise."
     max_length: int = 128
     lora_target_modules: list[str] = field(default_factory=lambda: ["qkv_proj", "o_proj"])
     modules_to_save: list[str] = field(default_factory=list)
@@ -111,6 +110,7 @@ class DataConfig:
     text_field: str = "phrase"
     label_field: str = "tone"
     labels: list[str] = field(default_factory=lambda: ["sad", "joy", "fear", "surprise"])
+    instruction: str = "Classify the tone of this phrase as sad, joy, fear or surprise."  # the task's prompt
     val_fraction: float = 0.1
     test_fraction: float = 0.15
 
@@ -294,6 +294,9 @@ def _to_params(raw: dict[str, Any], origin: str, hint: str) -> Params:
         ) from None
 
 
+MOVED_KEYS = {"model.instruction": "data.instruction"}  # keys of earlier versions, and where they went
+
+
 def _section_type(parts: list[str]) -> type | None:
     """The schema dataclass at a dotted path (`["train"]` -> TrainConfig), or None."""
     node: Any = Params
@@ -310,7 +313,9 @@ def _first_bad_section(raw: dict[str, Any]) -> str | None:
 
 
 def _did_you_mean(key: str) -> str:
-    """' (did you mean 'train.learning_rate'?)' for a misspelt key, else ''."""
+    """' (did you mean 'train.learning_rate'?)' for a misspelt or moved key, else ''."""
+    if key in MOVED_KEYS:
+        return f" (it moved to '{MOVED_KEYS[key]}')"
     *parents, last = key.split(".")
     section = _section_type(parents)
     names = [f.name for f in fields(section)] if section else []

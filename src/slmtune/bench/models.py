@@ -87,7 +87,7 @@ def merge(workspace: Workspace, adapter: Path, params: Params) -> float:
 
     phrases = [row["phrase"] for row in read_jsonl(workspace.data / "val.jsonl")[:4]]
     workspace.merged.mkdir(parents=True, exist_ok=True)
-    difference = merge_adapter(workspace.base, adapter, workspace.merged, params.model.instruction, phrases)
+    difference = merge_adapter(workspace.base, adapter, workspace.merged, params.data.instruction, phrases)
     Task.load(workspace.base).save(workspace.merged)
     return difference
 

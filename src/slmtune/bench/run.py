@@ -111,7 +111,7 @@ def run(settings: Settings, workdir: Path) -> dict[str, Any]:
         classified = inference.classification(classifiers, single, many, *reps)
     with progress.step(f"eval throughput: label scoring vs greedy generation of {len(many)} phrases"):
         evaluated = inference.eval_throughput(classifiers, many, *reps)
-    prompt_lengths = _prompt_lengths(workspace.merged, params.model.instruction, single)
+    prompt_lengths = _prompt_lengths(workspace.merged, params.data.instruction, single)
     del classifiers
     gc.collect()
     with progress.step(f"generate: {settings.new_tokens} tokens at batch 1, per artifact"):
@@ -119,7 +119,7 @@ def run(settings: Settings, workdir: Path) -> dict[str, Any]:
             name: inference.torch_generation(folder) if name == "pytorch_fp32" else inference.genai_generation(folder)
             for name, folder in folders.items()
         }
-        prompt_ids = _prompt_ids(workspace.merged, params.model.instruction, single[0])
+        prompt_ids = _prompt_ids(workspace.merged, params.data.instruction, single[0])
         generated = inference.generation(runners, prompt_ids, settings.new_tokens, *reps)
         del runners
         gc.collect()

@@ -47,7 +47,7 @@ def prepare(params_path: str, out_data: Path, out_model: Path, cache: Path = SOU
         if source.record["kind"] != "local":  # keep what was fetched: DVC versions it with the split
             shutil.copytree(source.file.parent, data_tmp / "source")
         atomic_write_json(data_tmp / "source.json", source.record)
-        instruction = params.model.instruction
+        instruction = params.data.instruction
         corpus = [user_message(instruction, e.phrase) for e in splits["train"]] + [e.label for e in splits["train"]]
         materialise_base(params.model, corpus, params.seed, model_tmp)
         tokenizer = load_tokenizer(model_tmp, params.model.trust_remote_code)
@@ -64,7 +64,7 @@ def split_rows(
     """One prepared row per example; a phrase too long for `model.max_length` is refused, never truncated."""
     from slmtune.prompts import prompt_lengths, render_prompt
 
-    instruction, limit = params.model.instruction, params.model.max_length
+    instruction, limit = params.data.instruction, params.model.max_length
     prompts = [render_prompt(tokenizer, instruction, e.phrase) for e in examples]
     for example, length in zip(examples, prompt_lengths(tokenizer, prompts, list(completions.values())), strict=True):
         if length > limit:
