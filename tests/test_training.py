@@ -111,17 +111,21 @@ def test_training_metrics_show_memory_speed_and_size(prepared_workspace):
     assert 0 < metrics["trainable_parameters"] < metrics["total_parameters"]
 
 
-def test_gpu_check_script_dry_runs_every_method_on_a_random_model(tmp_path):
-    """scripts/gpu_check.sh, the prepared GPU check, on a tiny random model on the CPU."""
-    settings = {"SHAPE": "tiny", "HW": "cpu", "PY": sys.executable, "METHODS": "lora qlora dora"}
-    settings |= {"STEPS": "2", "SEQ_LEN": "32", "WHEELS": str(tmp_path / "no-wheels"), "RESULTS": str(tmp_path)}
-    result = subprocess.run(
+def run_gpu_check(results: Path, **settings: str) -> subprocess.CompletedProcess:
+    """scripts/gpu_check.sh with this interpreter, no carried wheels, results into `results`."""
+    settings = {"PY": sys.executable, "WHEELS": str(results / "no-wheels"), "RESULTS": str(results), **settings}
+    return subprocess.run(
         ["bash", str(ROOT / "scripts/gpu_check.sh")],
         env={**tool_env(), **settings},
         capture_output=True,
         text=True,
         check=False,
     )
+
+
+def test_gpu_check_script_dry_runs_every_method_on_a_random_model(tmp_path):
+    """scripts/gpu_check.sh, the prepared GPU check, on a tiny random model on the CPU."""
+    result = run_gpu_check(tmp_path, SHAPE="tiny", HW="cpu", METHODS="lora qlora dora", STEPS="2", SEQ_LEN="32")
     assert result.returncode == 0, result.stderr[-3000:]
     assert "bitsandbytes" in result.stdout  # the versions it runs with
     results = json.loads((tmp_path / "train_memory.json").read_text())
@@ -139,14 +143,7 @@ def test_gpu_check_without_a_gpu_stops_before_drawing_a_model(tmp_path):
 
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU: the check would run")
-    settings = {"PY": sys.executable, "WHEELS": str(tmp_path / "no-wheels"), "RESULTS": str(tmp_path)}
-    result = subprocess.run(
-        ["bash", str(ROOT / "scripts/gpu_check.sh")],
-        env={**tool_env(), **settings},
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    result = run_gpu_check(tmp_path)
     assert result.returncode == 1
     assert "train_memory: hw=cuda needs CUDA" in result.stderr
     assert "Traceback" not in result.stderr

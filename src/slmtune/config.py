@@ -457,7 +457,7 @@ def compose(overrides: list[str] | None = None, conf_dir: Path | None = None) ->
     return raw  # type: ignore[return-value]
 
 
-def group_options(group: str, conf_dir: Path = CONF_DIR) -> list[str]:
+def group_options(group: str, conf_dir: Path) -> list[str]:
     """The options of a config group: the YAML files in conf/<group>/."""
     return sorted(p.stem for p in (conf_dir / group).glob("*.yaml"))
 

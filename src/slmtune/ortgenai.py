@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from functools import cache
 
+
+@cache
 def onnxruntime_genai():
-    """The `onnxruntime_genai` module, after turning off its and ONNX Runtime's telemetry events."""
+    """The `onnxruntime_genai` module, after turning off its and ONNX Runtime's telemetry events (once)."""
     import onnxruntime
     import onnxruntime_genai
 

@@ -75,7 +75,10 @@ def method_params(method: str, hw: str) -> Params:
 
 
 def measure(method: str, hw: str, base: Path, steps: int, seq_len: int, batch: int) -> dict[str, Any]:
-    """Train `steps` optimizer steps on random token ids; return peak memory and tokens/second."""
+    """Train `steps` optimizer steps on random token ids; return peak memory and tokens/second.
+
+    Run in a process of its own (`measure_in_subprocess`), so the process's peak is this method's.
+    """
     import torch
     from peft import get_peft_model
 
@@ -84,9 +87,6 @@ def measure(method: str, hw: str, base: Path, steps: int, seq_len: int, batch: i
     params = method_params(method, hw)
     params.model.modules_to_save = []  # the adapter alone, as for Phi-3-mini
     device = params.hw.device
-    if device == "cuda":
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats()
     base_model = load_for_training(params, base)
     if params.hw.gradient_checkpointing and not params.train.load_in_4bit:  # k-bit preparation does it for QLoRA
         base_model.gradient_checkpointing_enable()
@@ -119,7 +119,6 @@ def measure(method: str, hw: str, base: Path, steps: int, seq_len: int, batch: i
         "total_parameters": total,
         "final_loss": round(float(loss.detach()), 4),
     }
-    del model, optimizer
     return result
 
 
