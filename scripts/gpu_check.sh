@@ -1,15 +1,15 @@
 #!/usr/bin/env bash
 # The prepared GPU check, one command on a CUDA machine (issue 3): LoRA vs QLoRA training of a
-# Phi-3-mini-shaped random model (hidden 3072, 32 layers, no download), 20 steps at sequence
+# Phi-3-mini-shaped random model (conf/model/bench_phi3_mini.yaml, no download), 20 steps at sequence
 # length 256, peak memory and tokens/second of each, into $RESULTS/train_memory.json.
 #
 #   here:        bash scripts/gpu_wheels.sh                 # .whl/: what the GPU image lacks
 #   GPU machine: bash scripts/gpu_check.sh                  # with .whl/ beside it
-#   dry run:     SHAPE=tiny HW=cpu PY=.venv/bin/python bash scripts/gpu_check.sh
+#   dry run:     MODEL=tiny_phi3 HW=cpu PY=.venv/bin/python bash scripts/gpu_check.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-python3}
-SHAPE=${SHAPE:-phi3_mini}
+MODEL=${MODEL:-bench_phi3_mini}  # a conf/model entry: Phi-3-mini's shape, random weights
 HW=${HW:-cuda}
 RESULTS=${RESULTS:-${OUT:-bench}}
 METHODS=${METHODS:-lora qlora}
@@ -31,5 +31,5 @@ print(f"torch {torch.__version__} (cuda {torch.version.cuda}), transformers {tra
       f"peft {peft.__version__}, bitsandbytes {bitsandbytes.__version__}")
 PY
 mkdir -p "$RESULTS"
-"$PY" -m slmtune.train_memory --shape "$SHAPE" --hw "$HW" --methods $METHODS --steps "$STEPS" --seq-len "$SEQ_LEN" \
+"$PY" -m slmtune.bench.train_memory --model "$MODEL" --hw "$HW" --methods $METHODS --steps "$STEPS" --seq-len "$SEQ_LEN" \
     --out "$RESULTS/train_memory.json"

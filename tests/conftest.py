@@ -1,73 +1,19 @@
-"""Shared fixtures: the repository, a tiny tokenizer, and real pipeline runs in temporary copies."""
+"""Shared fixtures: the repository, a tiny tokenizer, and real pipeline runs in temporary copies (read-only)."""
 
 from __future__ import annotations
 
-import os
-import secrets
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
+from helpers import FAKE_SECRETS, ROOT, copy_project, sh
+from slmtune.config import compose
+from slmtune.environment import pin_cpu_isa
 
-
-def tool_env() -> dict[str, str]:
-    """Environment for subprocesses: the project's venv first, offline, no telemetry."""
-    return {
-        **os.environ,
-        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
-        "DVC_NO_ANALYTICS": "1",
-        "HF_HUB_OFFLINE": "1",
-        "HF_HUB_DISABLE_TELEMETRY": "1",
-        "TOKENIZERS_PARALLELISM": "false",
-        "GIT_AUTHOR_NAME": "slmtune tests",
-        "GIT_AUTHOR_EMAIL": "tests@slmtune.invalid",
-        "GIT_COMMITTER_NAME": "slmtune tests",
-        "GIT_COMMITTER_EMAIL": "tests@slmtune.invalid",
-    }
-
-
-# Fake credentials in the environment of the main pipeline run: no file it writes may contain them.
-# Made at run time so that nothing secret-shaped is tracked in git.
-_FAKE = secrets.token_hex(16)
-FAKE_SECRETS = {
-    "HF_TOKEN": f"hf_{_FAKE}",
-    "AZURE_STORAGE_CONNECTION_STRING": f"AccountName=fakeslmtune;AccountKey={_FAKE}==",
-    "AZURE_STORAGE_KEY": f"{_FAKE}==",
-    "AZURE_CLIENT_SECRET": f"client-{_FAKE}",
-}
-
-
-def sh(
-    args: list[str], cwd: Path, check: bool = True, timeout: float = 1200, extra_env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess:
-    """Run a command in `cwd`, capturing text output; fail with that output when it fails."""
-    env = {**tool_env(), **(extra_env or {})}
-    result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
-    if check and result.returncode != 0:
-        pytest.fail(f"{' '.join(args)} exited {result.returncode}\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}")
-    return result
-
-
-def copy_project(dest: Path) -> Path:
-    """Copy the project's tracked and unignored files into `dest` as a fresh git repository."""
-    listed = subprocess.run(
-        ["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True, text=True, check=True
-    ).stdout.splitlines()
-    for name in listed:
-        source = ROOT / name
-        if source.is_file():
-            (dest / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source, dest / name)
-    sh(["git", "init", "-q", "-b", "main"], dest)
-    sh(["git", "add", "-A"], dest)
-    sh(["git", "commit", "-q", "-m", "copy"], dest)
-    sh(["dvc", "remote", "modify", "--local", "local", "url", str(dest.parent / "remote")], dest)
-    return dest
+# In-process runs compute with the same kernels as the stages they are compared with.
+pin_cpu_isa(compose().hw.cpu_isa)
 
 
 @pytest.fixture(scope="session")
@@ -109,12 +55,12 @@ def prepared_workspace(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_tokenizer():
     """The tiny tokenizer trained on the project's data set, with the default chat template."""
-    from slmtune.config import compose, validate
+    from slmtune.config import compose
     from slmtune.data import load_examples
     from slmtune.prompts import user_message
     from slmtune.tiny_model import train_tokenizer
 
-    params = validate(compose())
+    params = compose()
     examples = load_examples(ROOT / params.data.source, params.data.labels)
     texts = [user_message(params.data.instruction, e.phrase) for e in examples] + [e.label for e in examples]
     return train_tokenizer(texts, params.model.tiny.vocab_size, params.model.chat_template)

@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import ROOT, tool_env
+from helpers import ROOT, tool_env
 from slmtune.data import Example, check_disjoint, load_examples
 from slmtune.errors import DataError
 from slmtune.stages.common import RESTORE_HINT
@@ -487,7 +487,7 @@ def model_folders(tmp_path_factory) -> dict[str, Path]:
     """Real tiny folders: a base with its task card, a LoRA adapter for it, and a base of another shape."""
     from peft import get_peft_model
 
-    from slmtune.config import compose, validate
+    from slmtune.config import compose
     from slmtune.models import load_causal_lm, load_tokenizer, materialise_base
     from slmtune.prompts import build_task
     from slmtune.training import lora_config
@@ -496,11 +496,11 @@ def model_folders(tmp_path_factory) -> dict[str, Path]:
     texts = [phrase for phrase, _ in GOOD_ROWS] * 4 + LABELS
     folders = {"base": root / "base", "other_base": root / "other_base", "adapter": root / "adapter"}
     for name, overrides in (("base", []), ("other_base", ["model.tiny.hidden_size=64"])):
-        params = validate(compose(overrides))
+        params = compose(overrides)
         folders[name].mkdir()
         materialise_base(params.model, texts, params.seed, folders[name])
         build_task(load_tokenizer(folders[name]), params.data.instruction, LABELS).save(folders[name])
-    params = validate(compose())
+    params = compose()
     get_peft_model(load_causal_lm(folders["base"]), lora_config(params)).save_pretrained(str(folders["adapter"]))
     shutil.copy2(folders["base"] / "slmtune_task.json", folders["adapter"] / "slmtune_task.json")
     return folders

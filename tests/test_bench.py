@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, sh
+from helpers import ROOT, sh
 from slmtune.bench.models import ARTIFACTS
 from slmtune.bench.training import padding_overhead
 
@@ -73,7 +73,16 @@ def test_each_target_is_reported_with_its_ratio_and_verdict(quick_bench):
 
 @pytest.mark.slow
 def test_gpu_decode_check_dry_runs_on_a_tiny_cpu_shape(tmp_path):
-    command = [sys.executable, "-m", "slmtune.bench", "--gpu-phi3-mini", "--gpu-shape", "tiny", "--gpu-provider", "cpu"]
+    command = [
+        sys.executable,
+        "-m",
+        "slmtune.bench",
+        "--gpu-phi3-mini",
+        "--gpu-model",
+        "tiny_phi3",
+        "--gpu-provider",
+        "cpu",
+    ]
     options = ["--gpu-prompt-tokens", "16", "--gpu-new-tokens", "4", "--out", str(tmp_path / "out")]
     sh([*command, *options, "--workdir", str(tmp_path / "work")], ROOT, timeout=600)
     results = json.loads((tmp_path / "out/gpu_decode.json").read_text())

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import copy_project, sh, tool_env
+from helpers import copy_project, sh, tool_env
 
 pytestmark = pytest.mark.slow
 

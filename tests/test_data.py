@@ -7,8 +7,8 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-import yaml
 
+from helpers import params_file
 from slmtune.config import compose
 from slmtune.data import load_examples, normalise, read_jsonl, stratified_split
 from slmtune.errors import DataError
@@ -106,12 +106,11 @@ def test_split_is_stratified_disjoint_and_seeded(repo_root):
 def test_prepare_stops_on_bad_input_and_writes_nothing(tmp_path):
     source = write(tmp_path, "tone.jsonl", GOOD + '\n{"phrase": "eek", "tone": "scared"}\n')
     params = compose([f"data.source={source}"])
-    params_path = write(tmp_path, "params.yaml", yaml.safe_dump(params))
     out_data, out_model = tmp_path / "prepared", tmp_path / "base"
     with pytest.raises(DataError, match=rf"{source}:2"):
-        prepare(str(params_path), out_data, out_model)
+        prepare(params, out_data, out_model)
     assert not out_data.exists() and not out_model.exists()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml", "tone.jsonl"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tone.jsonl"]
 
 
 def test_prepare_stage_exits_non_zero_with_the_line_named(tmp_path):
@@ -119,7 +118,7 @@ def test_prepare_stage_exits_non_zero_with_the_line_named(tmp_path):
     import sys
 
     source = write(tmp_path, "tone.jsonl", GOOD + "\n{broken\n")
-    params_path = write(tmp_path, "params.yaml", yaml.safe_dump(compose([f"data.source={source}"])))
+    params_path = params_file(tmp_path / "params.yaml", [f"data.source={source}"])
     result = subprocess.run(
         [
             sys.executable,

@@ -9,7 +9,7 @@ import time
 import pytest
 import torch
 
-from conftest import BIN, ROOT, tool_env
+from helpers import BIN, ROOT, tool_env
 
 needs_no_cuda = pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
 

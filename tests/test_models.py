@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
-from conftest import tool_env
-from slmtune.config import compose, validate
+from helpers import tool_env
+from slmtune.config import compose
 from slmtune.errors import ModelError
 from slmtune.models import (
     check_adapter_folder,
@@ -25,7 +25,7 @@ TEXTS = ["I miss you so much", "best day ever", "that noise scares me", "no way,
 
 @pytest.fixture(scope="module")
 def tiny_base(tmp_path_factory):
-    params = validate(compose())
+    params = compose()
     folder = tmp_path_factory.mktemp("tiny") / "base"
     folder.mkdir()
     materialise_base(params.model, TEXTS, params.seed, folder)
@@ -41,7 +41,7 @@ def test_tiny_base_is_a_phi3_with_its_tokenizer(tiny_base):
 
 
 def test_tiny_base_is_deterministic_for_a_seed(tiny_base, tmp_path):
-    params = validate(compose())
+    params = compose()
     again = tmp_path / "again"
     again.mkdir()
     materialise_base(params.model, TEXTS, params.seed, again)
@@ -50,7 +50,7 @@ def test_tiny_base_is_deterministic_for_a_seed(tiny_base, tmp_path):
 
 
 def test_local_source_copies_a_model_folder(tiny_base, tmp_path):
-    params = validate(compose(["model.source=local", f"model.local_path={tiny_base}"]))
+    params = compose(["model.source=local", f"model.local_path={tiny_base}"])
     out = tmp_path / "base"
     out.mkdir()
     materialise_base(params.model, [], params.seed, out)
@@ -68,7 +68,7 @@ def test_hub_download_offline_fails_with_the_pinned_id_named(tmp_path):
     code = (
         "from slmtune.config import compose, validate\n"
         "from slmtune.models import materialise_base\n"
-        "params = validate(compose(['model=phi3_mini_4k']))\n"
+        "params = compose(['model=phi3_mini_4k'])\n"
         f"materialise_base(params.model, [], 0, __import__('pathlib').Path(r'{tmp_path}'))\n"
     )
     env = {**tool_env(), "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import BIN, sh
+from helpers import BIN, sh
 
 pytestmark = pytest.mark.slow
 ARTIFACTS = ["base", "adapter", "merged", "int4"]
@@ -229,7 +229,7 @@ def test_cold_runs_train_bit_identical_adapters(pipeline_run, experiment_run):
 
 
 def test_no_file_the_run_wrote_holds_a_secret(pipeline_run):
-    from conftest import FAKE_SECRETS, ROOT
+    from helpers import FAKE_SECRETS, ROOT
 
     def written(path: Path) -> bool:  # not a project file copied unchanged (tests/conftest.py holds the fakes)
         source = ROOT / path.relative_to(pipeline_run)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import BIN, ROOT, sh
+from helpers import BIN, ROOT, sh
 
 pytestmark = pytest.mark.slow
 AZURITE = ROOT / "node_modules/.bin/azurite-blob"

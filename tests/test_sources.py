@@ -15,15 +15,15 @@ from pathlib import Path
 
 import fsspec
 import pytest
-import yaml
 from fsspec.implementations.dirfs import DirFileSystem
 from fsspec.implementations.local import LocalFileSystem
 from fsspec.registry import _registry
 
-from conftest import ROOT, tool_env
-from slmtune.config import compose, validate
+from helpers import ROOT, params_file, tool_env
+from slmtune.config import compose
 from slmtune.errors import ConfigError, DataError
-from slmtune.sources import check_azure_credentials, fetch_hub_dataset, parse_azureml_uri, sha256, source_kind
+from slmtune.source_uris import parse_azureml_uri, source_kind
+from slmtune.sources import check_azure_credentials, fetch_hub_dataset, sha256
 from slmtune.stages.prepare import prepare
 
 WORKSPACE = "azureml://subscriptions/0000-sub/resourcegroups/rg-ml/workspaces/ws-tone"
@@ -63,10 +63,8 @@ def tone_lines(count: int = 12) -> str:
 
 def run_prepare(tmp_path: Path, source: str, **data) -> Path:
     overrides = [f"data.source={source}"] + [f"data.{key}={value}" for key, value in data.items()]
-    params_path = tmp_path / "params.yaml"
-    params_path.write_text(yaml.safe_dump(compose(overrides)))
     out = tmp_path / "prepared"
-    prepare(str(params_path), out, tmp_path / "base", cache=tmp_path / "cache")
+    prepare(compose(overrides), out, tmp_path / "base", cache=tmp_path / "cache")
     return out
 
 
@@ -106,10 +104,10 @@ def test_the_source_kind_follows_from_its_shape(source, kind):
 
 def test_a_hub_data_set_needs_a_pinned_revision():
     with pytest.raises(ConfigError, match=re.escape("'data.revision' is required")):
-        validate(compose(["data.source=dair-ai/emotion"]))
+        compose(["data.source=dair-ai/emotion"])
     with pytest.raises(ConfigError, match=re.escape("'data.revision' is 'main', a branch or tag")):
-        validate(compose(["data.source=dair-ai/emotion", "data.revision=main"]))
-    assert validate(compose(["data.source=dair-ai/emotion", f"data.revision={COMMIT}"])).data.revision == COMMIT
+        compose(["data.source=dair-ai/emotion", "data.revision=main"])
+    assert compose(["data.source=dair-ai/emotion", f"data.revision={COMMIT}"]).data.revision == COMMIT
 
 
 def test_prepare_fetches_an_azureml_file_then_loads_it_like_a_local_one(tmp_path, azureml_served):
@@ -160,7 +158,7 @@ def test_a_missing_remote_path_is_named(tmp_path, azureml_served):
 
 def test_an_azureml_source_without_the_extra_fails_clearly(tmp_path):
     params = tmp_path / "params.yaml"
-    params.write_text(yaml.safe_dump(compose([f"data.source={DATASTORE}"])))
+    params_file(params, [f"data.source={DATASTORE}"])
     result = subprocess.run(
         [sys.executable, "-m", "slmtune.stages.prepare", "--params", str(params)],
         cwd=tmp_path,
@@ -196,7 +194,7 @@ def test_a_hub_data_set_is_written_as_jsonl_with_label_names(tmp_path):
     hub_folder = tmp_path / "hub-copy"
     (hub_folder / "data").mkdir(parents=True)
     table.to_parquet(str(hub_folder / "data/train-00000-of-00001.parquet"))
-    data = validate(compose([f"data.source={hub_folder}", "data.text_field=text", "data.label_field=label"])).data
+    data = compose([f"data.source={hub_folder}", "data.text_field=text", "data.label_field=label"]).data
     file = fetch_hub_dataset(data, tmp_path / "fetched")
     rows = [json.loads(line) for line in file.read_text().splitlines()]
     assert rows[:2] == [{"text": "phrase 0", "label": "sad"}, {"text": "phrase 1", "label": "joy"}]
@@ -206,7 +204,7 @@ def test_an_unreachable_hub_data_set_is_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
-    data = validate(compose(["data.source=slmtune-tests/no-such-data", f"data.revision={COMMIT}"])).data
+    data = compose(["data.source=slmtune-tests/no-such-data", f"data.revision={COMMIT}"]).data
     with pytest.raises(DataError, match=r"'slmtune-tests/no-such-data' \(revision 0123.*cannot be loaded"):
         fetch_hub_dataset(data, tmp_path / "fetched")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import subprocess
 
-from conftest import BIN, ROOT
+from helpers import BIN, ROOT
 
 
 def test_ruff_finds_nothing():

@@ -14,7 +14,7 @@ import pytest
 import yaml
 from safetensors.torch import load_file
 
-from conftest import ROOT, sh, tool_env
+from helpers import ROOT, sh, tool_env
 
 pytestmark = pytest.mark.slow
 CHECKPOINT_STEP = 40
@@ -125,7 +125,7 @@ def run_gpu_check(results: Path, **settings: str) -> subprocess.CompletedProcess
 
 def test_gpu_check_script_dry_runs_every_method_on_a_random_model(tmp_path):
     """scripts/gpu_check.sh, the prepared GPU check, on a tiny random model on the CPU."""
-    result = run_gpu_check(tmp_path, SHAPE="tiny", HW="cpu", METHODS="lora qlora dora", STEPS="2", SEQ_LEN="32")
+    result = run_gpu_check(tmp_path, MODEL="tiny_phi3", HW="cpu", METHODS="lora qlora dora", STEPS="2", SEQ_LEN="32")
     assert result.returncode == 0, result.stderr[-3000:]
     assert "bitsandbytes" in result.stdout  # the versions it runs with
     results = json.loads((tmp_path / "train_memory.json").read_text())

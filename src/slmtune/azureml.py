@@ -28,6 +28,7 @@ import yaml
 
 from slmtune.atomic import atomic_outputs, atomic_write_text
 from slmtune.config import AzureMLConfig, HwConfig, Params
+from slmtune.environment import OFFLINE, QUIET
 from slmtune.errors import ConfigError, DataError, HardwareError, ModelError
 
 if TYPE_CHECKING:
@@ -43,12 +44,7 @@ ENV_VARS = {
     "compute": "AZUREML_COMPUTE",
 }
 PYTHON = "3.11"  # the interpreter requirements.lock was frozen with
-JOB_ENVIRONMENT = {
-    "HF_HUB_OFFLINE": "1",
-    "HF_HUB_DISABLE_TELEMETRY": "1",
-    "DVC_NO_ANALYTICS": "1",
-    "TOKENIZERS_PARALLELISM": "false",
-}
+JOB_ENVIRONMENT = {**QUIET, **OFFLINE}
 # Where the stage writes inside the job's working folder, copied to the named outputs at the end.
 JOB_OUT = {"adapter": "models/adapter", "metrics": "metrics", "live": "dvclive/train"}
 REMOTE_PREFIXES = ("azureml:", "https://", "http://", "wasbs://", "abfss://", "adl://")
@@ -217,7 +213,8 @@ def job_command() -> str:
     """Install the project from the code snapshot, run the stage, copy its outputs to the named outputs."""
     stage = (
         "python -m slmtune.stages.train_lora --params params.yaml --data ${{inputs.data}} --base ${{inputs.base}} "
-        f"--out {JOB_OUT['adapter']} --metrics {JOB_OUT['metrics']}/train.json --live {JOB_OUT['live']}"
+        f"--out {JOB_OUT['adapter']} --metrics {JOB_OUT['metrics']}/train.json "
+        f"--run-metrics {JOB_OUT['metrics']}/train_run.json --live {JOB_OUT['live']}"
     )
     return " && ".join(
         [
@@ -336,7 +333,7 @@ def install_outputs(downloaded: Path, adapter_dir: Path, live_dir: Path) -> str:
 
 
 def fetch_outputs(
-    ml_client: MLClient, job_name: str, settings: Settings, *, out: Path, metrics: Path, live: Path
+    ml_client: MLClient, job_name: str, settings: Settings, *, out: Path, metrics: Path, run_metrics: Path, live: Path
 ) -> None:
     """Download the job's outputs to a temporary folder, then rename them into place (metrics last)."""
     with (
@@ -347,6 +344,9 @@ def fetch_outputs(
             for name in JOB_OUT:
                 ml_client.jobs.download(job_name, download_path=scratch, output_name=name)
         text = install_outputs(Path(scratch), adapter_tmp, live_tmp)
+        run_file = Path(scratch) / "named-outputs" / "metrics" / run_metrics.name
+        run_text = run_file.read_text() if run_file.is_file() else "{}\n"
+    atomic_write_text(run_metrics, run_text)
     atomic_write_text(metrics, text)
 
 
@@ -380,6 +380,7 @@ def submit(
     base: str | Path = Path("models/base"),
     out: Path = Path("models/adapter"),
     metrics: Path = Path("metrics/train.json"),
+    run_metrics: Path = Path("metrics/train_run.json"),
     live: Path = Path("dvclive/train"),
     root: Path | None = None,
     environ: Mapping[str, str] | None = None,
@@ -399,6 +400,8 @@ def submit(
         submitted = create_job(ml_client, job, settings)
     name = submitted.name
     wait_for(ml_client, submitted, settings)
-    fetch_outputs(ml_client, name, settings, out=Path(out), metrics=Path(metrics), live=Path(live))
+    fetch_outputs(
+        ml_client, name, settings, out=Path(out), metrics=Path(metrics), run_metrics=Path(run_metrics), live=Path(live)
+    )
     print(f"[slmtune] job {name}: adapter in {out}, metrics in {metrics}", flush=True)
     return name

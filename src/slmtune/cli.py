@@ -4,18 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
-from slmtune.errors import (
-    DataError,
-    ModelError,
-    SlmtuneError,
-    add_debug_flag,
-    failure_lines,
-    print_traceback_if_debug,
-)
+from slmtune.environment import go_offline
+from slmtune.errors import DataError, ModelError, SlmtuneError, add_debug_flag, exit_on_failure
 from slmtune.quiet import quiet_library_noise
 
 
@@ -129,10 +122,10 @@ def compose_params(args: argparse.Namespace) -> None:
 
 
 def check_hw(args: argparse.Namespace) -> None:
-    from slmtune.config import compose, validate
+    from slmtune.config import compose
     from slmtune.hardware import check_machine
 
-    hw = validate(compose(args.overrides)).hw
+    hw = compose(args.overrides).hw
     check_machine(hw)
     print(f"hw={hw.name}: this machine can run it", file=sys.stderr)
 
@@ -141,19 +134,10 @@ COMMANDS = {"classify": classify, "params": compose_params, "check-hw": check_hw
 
 
 def main(argv: list[str] | None = None) -> None:
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    go_offline()
     quiet_library_noise()
     args = build_parser().parse_args(argv)
-    try:
-        COMMANDS[args.command](args)
-    except Exception as err:
-        sys.stdout.flush()
-        print_traceback_if_debug(err)
-        first, *rest = failure_lines(err)
-        print("\n".join([f"slmtune: error: {first}", *(f"slmtune: {line}" for line in rest)]), file=sys.stderr)
-        sys.stderr.flush()
-        sys.exit(1)
+    exit_on_failure(lambda: COMMANDS[args.command](args), "slmtune: error: ", "slmtune: ")
 
 
 if __name__ == "__main__":

@@ -13,8 +13,10 @@ import argparse
 import os
 import sys
 import traceback
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
+T = TypeVar("T")
 DEBUG_ENV = "SLMTUNE_DEBUG"
 DEBUG_HINT = f"rerun with --debug or {DEBUG_ENV}=1 for the traceback"
 
@@ -83,3 +85,17 @@ def print_traceback_if_debug(err: BaseException) -> None:
     """The full traceback, on stderr, in debug mode only."""
     if debug_enabled():
         traceback.print_exception(err, file=sys.stderr)
+
+
+def exit_on_failure(body: Callable[[], T], first: str, prefix: str, closing: tuple[str, ...] = ()) -> T:
+    """Run `body`; on any failure print its lines (`first` before the first, `prefix` before the rest,
+    then `closing`) on stderr, the traceback too in debug mode, and exit 1."""
+    try:
+        return body()
+    except Exception as err:
+        sys.stdout.flush()
+        print_traceback_if_debug(err)
+        head, *rest = failure_lines(err)
+        lines = [f"{first}{head}", *(f"{prefix}{line}" for line in [*rest, *closing])]
+        print("\n".join(lines), file=sys.stderr, flush=True)
+        sys.exit(1)

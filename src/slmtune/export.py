@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import importlib.util
-import json
-import os
 import re
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-from slmtune.config import BuildConfig, HwConfig
+from slmtune.config import BuildConfig
+from slmtune.environment import child_env
 from slmtune.errors import ModelError
 
 BUILDER = "onnxruntime_genai.models.builder"
@@ -44,8 +43,8 @@ def check_buildable(merged_dir: Path) -> None:
         )
 
 
-def builder_command(merged_dir: Path, out_dir: Path, cache_dir: Path, build: BuildConfig, hw: HwConfig) -> list[str]:
-    """The model builder's command line for `build.*` under the profile's execution provider."""
+def builder_command(merged_dir: Path, out_dir: Path, cache_dir: Path, build: BuildConfig, provider: str) -> list[str]:
+    """The model builder's command line for `build.*` and an execution provider (`hw.execution_provider`)."""
     options = {
         "block_size": build.block_size,
         "accuracy_level": build.accuracy_level,
@@ -65,7 +64,7 @@ def builder_command(merged_dir: Path, out_dir: Path, cache_dir: Path, build: Bui
         "-p",
         build.precision,
         "-e",
-        hw.execution_provider,
+        provider,
         "-c",
         str(cache_dir),
         "--extra_options",
@@ -73,13 +72,12 @@ def builder_command(merged_dir: Path, out_dir: Path, cache_dir: Path, build: Bui
     ]
 
 
-def build_onnx(merged_dir: Path, out_dir: Path, build: BuildConfig, hw: HwConfig) -> None:
-    """Run the builder into `out_dir`, then tune its runtime settings for this profile."""
+def build_onnx(merged_dir: Path, out_dir: Path, build: BuildConfig, provider: str) -> None:
+    """Run the builder into `out_dir` for execution provider `provider` (cpu or cuda)."""
     with tempfile.TemporaryDirectory(prefix="slmtune-builder-cache-") as cache:
-        command = builder_command(merged_dir, out_dir, Path(cache), build, hw)
+        command = builder_command(merged_dir, out_dir, Path(cache), build, provider)
         print("[slmtune] running:", " ".join(command[1:]), flush=True)
-        env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-        completed = subprocess.run(command, env=env, check=False, capture_output=True, text=True)
+        completed = subprocess.run(command, env=child_env(), check=False, capture_output=True, text=True)
     if completed.returncode != 0:
         output = completed.stdout + completed.stderr
         unsupported = re.search(r"The (.+) model is not currently supported", output)
@@ -93,24 +91,13 @@ def build_onnx(merged_dir: Path, out_dir: Path, build: BuildConfig, hw: HwConfig
             )
         tail = "\n".join(output.splitlines()[-30:])
         raise ModelError(f"the onnxruntime-genai model builder failed (exit {completed.returncode}):\n{tail}")
-    set_intra_op_threads(out_dir / "genai_config.json", hw.num_threads or os.cpu_count() or 1)
-
-
-def set_intra_op_threads(config_path: Path, threads: int) -> None:
-    """Set the decoder's intra-op thread count (the default leaves small machines half idle)."""
-    config = json.loads(config_path.read_text())
-    session = config["model"]["decoder"].setdefault("session_options", {})
-    session["intra_op_num_threads"] = threads
-    config_path.write_text(json.dumps(config, indent=4) + "\n")
 
 
 def check_onnx_folder(folder: Path) -> None:
     """Load the folder in ONNX Runtime GenAI, as a user's app would."""
-    from slmtune.ortgenai import onnxruntime_genai
-
-    og = onnxruntime_genai()
+    from slmtune.ortgenai import load_model, onnxruntime_genai
 
     try:
-        og.Tokenizer(og.Model(str(folder)))
+        onnxruntime_genai().Tokenizer(load_model(folder))
     except Exception as err:  # onnxruntime-genai raises plain RuntimeError
         raise ModelError(f"{folder}: ONNX Runtime GenAI cannot load the built model: {err}") from None

@@ -1,8 +1,6 @@
-"""Hardware profiles: check the machine before any work starts, and set thread counts."""
+"""Hardware profiles: check the machine before any work starts."""
 
 from __future__ import annotations
-
-import os
 
 from slmtune.config import HwConfig
 from slmtune.errors import HardwareError
@@ -33,13 +31,3 @@ def check_machine(hw: HwConfig) -> None:
         raise HardwareError(
             f"hw={hw.name} trains in bfloat16, which this GPU does not support; override with `-S hw.dtype=float16`."
         )
-
-
-def configure_threads(hw: HwConfig) -> int:
-    """Use `hw.num_threads` intra-op threads in torch (0 means every core); return the count."""
-    import torch
-
-    local_processes = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
-    threads = hw.num_threads or max(1, (os.cpu_count() or 1) // local_processes)
-    torch.set_num_threads(threads)
-    return threads

@@ -166,16 +166,22 @@ class OnnxGenaiClassifier:
     """
 
     def __init__(
-        self, folder: Path, task: Task, max_new_tokens: int = 4, batch_size: int = 32, batched: bool | None = None
+        self,
+        folder: Path,
+        task: Task,
+        max_new_tokens: int = 4,
+        batch_size: int = 32,
+        batched: bool | None = None,
+        threads: int = 0,
     ):
-        from slmtune.ortgenai import onnxruntime_genai
+        from slmtune.ortgenai import load_model, onnxruntime_genai
 
         og = onnxruntime_genai()
 
         self.og, self.task, self.max_new_tokens, self.batch_size = og, task, max_new_tokens, batch_size
         self.folder = folder
         try:
-            self.model = og.Model(str(folder))
+            self.model = load_model(folder, threads)
             self.tokenizer = og.Tokenizer(self.model)
         except Exception as err:  # onnxruntime-genai raises plain RuntimeError
             raise ModelError(
@@ -328,11 +334,11 @@ def load_classifier(
     hw: HwConfig | None = None,
 ) -> Classifier:
     """A classifier for a model folder: ONNX Runtime GenAI if it holds genai_config.json, else PyTorch."""
-    from slmtune.models import check_model_folder, load_adapter, load_causal_lm, load_tokenizer
+    from slmtune.models import RESTORE_HINT, load_adapter, load_causal_lm, load_tokenizer
 
     folder = Path(folder)
     if not folder.is_dir():
-        raise ModelError(f"{folder}: model folder not found")
+        raise ModelError(f"{folder}: model folder not found; {RESTORE_HINT}")
     if not is_onnx_folder(folder) and not (folder / "config.json").is_file():
         raise ModelError(
             f"{folder}: neither an ONNX Runtime GenAI model (genai_config.json) nor a PyTorch one (config.json); "
@@ -340,9 +346,8 @@ def load_classifier(
         )
     task = Task.load(folder)
     if is_onnx_folder(folder):
-        return OnnxGenaiClassifier(folder, task, max_new_tokens, batch_size)
-    check_model_folder(folder)
-    tokenizer = load_tokenizer(folder)
+        return OnnxGenaiClassifier(folder, task, max_new_tokens, batch_size, threads=hw.num_threads if hw else 0)
+    tokenizer = load_tokenizer(folder)  # each loader checks its own files, once
     model = load_causal_lm(folder, hw)
     if adapter is not None:
         model = load_adapter(model, adapter, folder)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
-from slmtune.config import ModelConfig
+from slmtune.config import ModelConfig, TinyArchitecture
 
 END_OF_TEXT = "<|endoftext|>"
 END_OF_TURN = "<|end|>"
@@ -44,14 +44,19 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int, chat_template: str | 
     return hf_tokenizer
 
 
-def build_tiny_phi3(model_cfg: ModelConfig, tokenizer, seed: int):
-    """A randomly initialised Phi3ForCausalLM whose shape comes from `model.tiny`."""
+def random_phi3(arch: TinyArchitecture, vocab_size: int, seed: int, device: str = "cpu", dtype: str = "float32"):
+    """A Phi3ForCausalLM of shape `arch` with `vocab_size` rows, randomly initialised from `seed` on `device`.
+
+    Token ids 0 and 1 are the tokenizer's end-of-text and end-of-turn (`train_tokenizer` puts them first).
+    """
     import torch
     from transformers import GenerationConfig, Phi3Config, Phi3ForCausalLM
 
-    arch = model_cfg.tiny
+    from slmtune.models import torch_dtype
+
+    special = {"bos_token_id": 0, "eos_token_id": 1, "pad_token_id": 0}
     config = Phi3Config(
-        vocab_size=len(tokenizer),
+        vocab_size=vocab_size,
         hidden_size=arch.hidden_size,
         intermediate_size=arch.intermediate_size,
         num_hidden_layers=arch.num_hidden_layers,
@@ -61,24 +66,19 @@ def build_tiny_phi3(model_cfg: ModelConfig, tokenizer, seed: int):
         original_max_position_embeddings=arch.max_position_embeddings,
         sliding_window=None,
         tie_word_embeddings=False,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
         architectures=["Phi3ForCausalLM"],
+        **special,
     )
     torch.manual_seed(seed)
-    model = Phi3ForCausalLM(config)
-    model.generation_config = GenerationConfig(
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
+    with torch.device(device):
+        model = Phi3ForCausalLM(config).to(torch_dtype(dtype))
+    model.generation_config = GenerationConfig(**special)
     return model
 
 
 def write_tiny_base(model_cfg: ModelConfig, texts: Iterable[str], seed: int, out_dir: Path) -> None:
     """Train the tokenizer, build the model, save both (safetensors) into `out_dir`."""
     tokenizer = train_tokenizer(texts, model_cfg.tiny.vocab_size, model_cfg.chat_template)
-    model = build_tiny_phi3(model_cfg, tokenizer, seed)
+    model = random_phi3(model_cfg.tiny, len(tokenizer), seed)
     model.save_pretrained(out_dir, safe_serialization=True)
     tokenizer.save_pretrained(out_dir)

@@ -9,6 +9,11 @@ from typing import Any
 from slmtune.config import Params
 from slmtune.data import read_jsonl
 
+# What train_adapter reports about this run on this machine (metrics/train_run.json), apart from the figures
+# that params and data decide (metrics/train.json): the latter reproduce exactly, the former never do.
+RUN_KEYS = ("tokens_per_second", "peak_memory_mb", "train_runtime_s", "resumed_from_step")
+WALL_CLOCK_SUFFIXES = ("runtime", "_per_second")
+
 
 def lora_config(params: Params):
     """The peft LoraConfig for the model's target modules."""
@@ -220,12 +225,30 @@ def _whole_run_loss(history: list[dict[str, Any]], result, resumed_step: int) ->
     return (before_sum + float(result.training_loss) * run_steps) / max(last_step + run_steps, 1)
 
 
+def is_wall_clock(key: str) -> bool:
+    """A figure that depends on the machine and its load (runtime, samples per second), not on params and data."""
+    return key.endswith(WALL_CLOCK_SUFFIXES)
+
+
+def split_run_figures(metrics: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """`metrics` as (figures that params and data decide, figures of this run on this machine)."""
+    run = {key: value for key, value in metrics.items() if key in RUN_KEYS}
+    return {key: value for key, value in metrics.items() if key not in RUN_KEYS}, run
+
+
 def _live_callback(live_dir: Path, resume: bool):
     from dvclive import Live
     from transformers.integrations import DVCLiveCallback
 
+    class ReproducibleDVCLiveCallback(DVCLiveCallback):
+        """dvclive's callback without the trainer's wall-clock figures, so dvclive/ is a function of params and data."""
+
+        def on_log(self, args, state, control, model=None, logs=None, **kwargs):
+            kept = {key: value for key, value in (logs or {}).items() if not is_wall_clock(key)}
+            super().on_log(args, state, control, model=model, logs=kept, **kwargs)
+
     live = Live(dir=str(live_dir), dvcyaml=False, save_dvc_exp=False, report=None, resume=resume)
-    return DVCLiveCallback(live=live)
+    return ReproducibleDVCLiveCallback(live=live)
 
 
 def _last_logged(history: list[dict[str, Any]], key: str) -> float | None:

@@ -10,11 +10,10 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import sys
 import tempfile
 from pathlib import Path
 
-from slmtune.errors import add_debug_flag, failure_lines, print_traceback_if_debug
+from slmtune.errors import add_debug_flag, exit_on_failure
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -38,7 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
     parse.add_argument("--train-steps", type=int, help=f"steps per training run (default: {defaults.train_steps})")
     group = parse.add_argument_group("GPU decode check (writes gpu_decode.json)")
     group.add_argument("--gpu-phi3-mini", action="store_true", help="a Phi-3-mini-shaped int4 model on the GPU")
-    group.add_argument("--gpu-shape", default=gpu.shape, help=f"model shape (default: {gpu.shape}; tiny: a dry run)")
+    group.add_argument(
+        "--gpu-model", default=gpu.model, help=f"a conf/model entry (default: {gpu.model}; tiny_phi3: a dry run)"
+    )
     group.add_argument("--gpu-provider", default=gpu.provider, choices=["cuda", "cpu"])
     group.add_argument("--gpu-prompt-tokens", type=int, default=gpu.prompt_tokens)
     group.add_argument("--gpu-new-tokens", type=int, default=gpu.new_tokens)
@@ -72,7 +73,7 @@ def bench(args: argparse.Namespace, workdir: Path) -> None:
         from slmtune.bench.gpu import GpuSettings, run_gpu_decode
 
         settings = GpuSettings(
-            shape=args.gpu_shape,
+            model=args.gpu_model,
             provider=args.gpu_provider,
             prompt_tokens=args.gpu_prompt_tokens,
             new_tokens=args.gpu_new_tokens,
@@ -96,19 +97,17 @@ def bench(args: argparse.Namespace, workdir: Path) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    try:
-        if args.workdir is not None:
-            args.workdir.mkdir(parents=True, exist_ok=True)
-            bench(args, args.workdir)
-        else:
-            with tempfile.TemporaryDirectory(prefix="slmtune-bench-") as workdir:
-                bench(args, Path(workdir))
-    except Exception as err:
-        sys.stdout.flush()
-        print_traceback_if_debug(err)
-        first, *rest = failure_lines(err)
-        print("\n".join([f"bench: error: {first}", *(f"bench: {line}" for line in rest)]), file=sys.stderr)
-        sys.exit(1)
+    exit_on_failure(lambda: bench_in_workdir(args), "bench: error: ", "bench: ")
+
+
+def bench_in_workdir(args: argparse.Namespace) -> None:
+    """Run the bench in `--workdir`, or in a temporary folder removed afterwards."""
+    if args.workdir is not None:
+        args.workdir.mkdir(parents=True, exist_ok=True)
+        bench(args, args.workdir)
+        return
+    with tempfile.TemporaryDirectory(prefix="slmtune-bench-") as workdir:
+        bench(args, Path(workdir))
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@ The model is built like every bench model (`prepare` materialises it: random wei
 Phi-3-mini's shape, hidden 3072 and 32 layers, no download) and converted by `export.build_onnx`
 for the CUDA execution provider. Decoding one token reads every weight once, so memory bandwidth
 over the weights' size bounds batch-1 decode speed (H200: 4.8 TB/s over ~2.2 GB, ~2,200 tokens/s).
-On a CPU machine, `--gpu-shape tiny --gpu-provider cpu` runs the same code in seconds.
+On a CPU machine, `--gpu-model tiny_phi3 --gpu-provider cpu` runs the same code in seconds.
 """
 
 from __future__ import annotations
@@ -16,10 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from slmtune.bench import inference
-from slmtune.bench.models import Workspace, compose_params, describe, prepare_base
+from slmtune.bench.models import Workspace, describe, prepare_base
 from slmtune.bench.timing import Progress
 from slmtune.errors import HardwareError
-from slmtune.train_memory import SHAPES
 
 H200_BANDWIDTH_TB_S = 4.8
 
@@ -28,7 +27,7 @@ H200_BANDWIDTH_TB_S = 4.8
 class GpuSettings:
     """What the GPU decode check builds and measures."""
 
-    shape: str = "phi3_mini"  # a shape of slmtune.train_memory.SHAPES
+    model: str = "bench_phi3_mini"  # a conf/model entry of random weights (source: tiny)
     provider: str = "cuda"  # the builder's and ONNX Runtime GenAI's execution provider
     prompt_tokens: int = 512
     new_tokens: int = 128
@@ -65,25 +64,23 @@ def run_gpu_decode(settings: GpuSettings, workdir: Path) -> dict[str, Any]:
     """Build the model, measure prompt and decode tokens/second at batch 1, and compare with the limit."""
     import numpy as np
 
-    from slmtune.export import build_onnx, check_buildable
+    from slmtune.config import compose
+    from slmtune.environment import go_offline, pin_cpu_isa
     from slmtune.models import load_tokenizer
-    from slmtune.stages.common import go_offline
+    from slmtune.stages.build_int4 import build
 
-    if settings.shape not in SHAPES:
-        raise HardwareError(f"--gpu-shape {settings.shape!r} is not one of {sorted(SHAPES)}")
     check_provider(settings.provider)
     go_offline()
     progress = Progress(3)
     workspace = Workspace(workdir)
-    shape = [f"model.tiny.{key}={value}" for key, value in SHAPES[settings.shape].items()]
-    params = compose_params(workspace, ["model=bench_phi3", *shape])
+    params = compose([f"model={settings.model}"])
+    pin_cpu_isa(params.hw.cpu_isa)
     out = workspace.folder("onnx_int4")
-    with progress.step(f"prepare: a random {settings.shape}-shaped Phi-3"):
+    with progress.step(f"prepare: a random {settings.model}-shaped Phi-3"):
         prepare_base(workspace, params)
     with progress.step(f"build: int4 ONNX for the {settings.provider} execution provider"):
-        check_buildable(workspace.base)
         hw = dataclasses.replace(params.hw, execution_provider=settings.provider)
-        build_onnx(workspace.base, out, dataclasses.replace(params.build, precision="int4"), hw)
+        build(dataclasses.replace(params, hw=hw), workspace.base, out)
     vocabulary = len(load_tokenizer(workspace.base))
     prompt = np.random.default_rng(params.seed).integers(5, vocabulary, settings.prompt_tokens).tolist()
     with progress.step(f"generate: {settings.prompt_tokens}-token prompt, {settings.new_tokens} new tokens, batch 1"):

@@ -116,11 +116,10 @@ def genai_generation(folder: Path) -> Callable[[list[int], int], tuple[float, fl
     """Greedy generation with ONNX Runtime GenAI; returns (prefill seconds, seconds for the tokens after the first)."""
     import numpy as np
 
-    from slmtune.ortgenai import onnxruntime_genai
+    from slmtune.ortgenai import load_model, onnxruntime_genai
 
     og = onnxruntime_genai()
-
-    model = og.Model(str(folder))
+    model = load_model(folder)
 
     def run(prompt_ids: list[int], new_tokens: int) -> tuple[float, float]:
         params = og.GeneratorParams(model)

@@ -1,8 +1,8 @@
-"""The benchmarked artifacts, built by the pipeline's own code in a work folder.
+"""The benchmarked artifacts, built by the pipeline's own stage functions in a work folder.
 
-`prepare` materialises the random model (`models.materialise_base`, the `bench_phi3` profile),
-`merging` merges the adapter that the padded training run wrote, and `export.build_onnx` builds
-the int4 model (the `build` group's settings) and an fp32 reference with the same builder.
+`prepare` materialises the random model (the `bench_phi3` profile), `merge` merges the adapter
+that the padded training run wrote, and `build_int4` builds the int4 model (the `build` group's
+settings) and an fp32 reference with the same builder.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from slmtune.config import Params, load_params, write_params
+from slmtune.config import Params
 
 ARTIFACTS = ("pytorch_fp32", "onnx_fp32", "onnx_int4")
 TITLES = {"pytorch_fp32": "PyTorch fp32 (merged)", "onnx_fp32": "ONNX fp32", "onnx_int4": "ONNX int4"}
@@ -24,10 +24,6 @@ class Workspace:
     """Where the benchmark's inputs and artifacts live while it runs."""
 
     root: Path
-
-    @property
-    def params(self) -> Path:
-        return self.root / "params.yaml"
 
     @property
     def data(self) -> Path:
@@ -46,12 +42,6 @@ class Workspace:
         return self.merged if artifact == "pytorch_fp32" else self.root / artifact
 
 
-def compose_params(workspace: Workspace, overrides: list[str]) -> Params:
-    """Compose conf/ with the bench overrides into the work folder's params.yaml, and read it back."""
-    write_params(workspace.params, overrides)
-    return load_params(workspace.params)
-
-
 def prepare_base(workspace: Workspace, params: Params) -> None:
     """The `prepare` stage into the work folder: splits, prompts, the random model and its tokenizer.
 
@@ -61,7 +51,7 @@ def prepare_base(workspace: Workspace, params: Params) -> None:
     """
     from slmtune.stages.prepare import prepare
 
-    prepare(str(workspace.params), workspace.data, workspace.base)
+    prepare(params, workspace.data, workspace.base)
     pad_vocabulary(workspace.base, params.model.tiny.vocab_size, params.seed)
 
 
@@ -79,28 +69,21 @@ def pad_vocabulary(folder: Path, size: int, seed: int) -> None:
     model.save_pretrained(folder, safe_serialization=True)
 
 
-def merge(workspace: Workspace, adapter: Path, params: Params) -> float:
-    """Merge `adapter` into the base (the `merge` stage's code); the largest logit difference it saw."""
-    from slmtune.data import read_jsonl
-    from slmtune.merging import merge_adapter
-    from slmtune.prompts import Task
+def merge(workspace: Workspace, adapter: Path, params: Params) -> None:
+    """Merge `adapter` into the base: the `merge` stage."""
+    from slmtune.stages.merge import merge as merge_stage
 
-    phrases = [row["phrase"] for row in read_jsonl(workspace.data / "val.jsonl")[:4]]
-    workspace.merged.mkdir(parents=True, exist_ok=True)
-    difference = merge_adapter(workspace.base, adapter, workspace.merged, params.data.instruction, phrases)
-    Task.load(workspace.base).save(workspace.merged)
-    return difference
+    merge_stage(params, workspace.base, adapter, workspace.merged)
 
 
 def build(workspace: Workspace, params: Params, precision: str) -> Path:
-    """Build `merged` with the onnxruntime-genai builder (`int4`: the build group's settings; `fp32`)."""
-    from slmtune.export import build_onnx, check_buildable
-    from slmtune.prompts import Task
+    """Build `merged` with the `build_int4` stage (`int4`: the build group's settings; `fp32`: the reference)."""
+    from slmtune.stages.build_int4 import build as build_stage
 
     out = workspace.folder(f"onnx_{precision}")
-    check_buildable(workspace.merged)
-    build_onnx(workspace.merged, out, dataclasses.replace(params.build, precision=precision), params.hw)
-    Task.load(workspace.merged).save(out)
+    build_stage(
+        dataclasses.replace(params, build=dataclasses.replace(params.build, precision=precision)), workspace.merged, out
+    )
     return out
 
 

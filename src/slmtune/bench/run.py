@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from slmtune.bench import inference, report, training
-from slmtune.bench.models import ARTIFACTS, Workspace, build, compose_params, describe, merge, prepare_base, sizes
+from slmtune.bench.models import ARTIFACTS, Workspace, build, describe, merge, prepare_base, sizes
 from slmtune.bench.timing import Progress
 from slmtune.errors import ConfigError
 
@@ -73,16 +73,17 @@ def _cpuinfo() -> list[str]:
 
 def run(settings: Settings, workdir: Path) -> dict[str, Any]:
     """Build every artifact in `workdir`, measure them, and return the results (targets included)."""
+    from slmtune.config import compose
     from slmtune.data import read_jsonl
-    from slmtune.hardware import configure_threads
-    from slmtune.stages.common import go_offline
+    from slmtune.environment import configure_threads, go_offline, pin_cpu_isa
 
     settings.check()
     go_offline()
     started = time.perf_counter()
     progress = Progress(STEPS)
     workspace = Workspace(workdir)
-    params = compose_params(workspace, [f"model={settings.model}", *settings.overrides])
+    params = compose([f"model={settings.model}", *settings.overrides])
+    pin_cpu_isa(params.hw.cpu_isa)
     configure_threads(params.hw)
 
     with progress.step(f"prepare: splits and the random model/tokenizer of model={settings.model}"):

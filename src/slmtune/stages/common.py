@@ -1,14 +1,14 @@
-"""What every stage script shares: argument parsing, offline mode, error reporting."""
+"""What every stage script shares: argument parsing, reading params, the environment, error reporting."""
 
 from __future__ import annotations
 
 import argparse
-import os
-import sys
 import time
 from collections.abc import Callable
 
-from slmtune.errors import add_debug_flag, failure_lines, print_traceback_if_debug
+from slmtune.config import Params, load_params
+from slmtune.environment import go_offline, pin_cpu_isa
+from slmtune.errors import add_debug_flag, exit_on_failure
 from slmtune.quiet import quiet_library_noise
 
 RESTORE_HINT = "DVC removed this stage's outputs before running it; `dvc checkout` restores the last good ones."
@@ -22,11 +22,13 @@ def parser(description: str) -> argparse.ArgumentParser:
     return parse
 
 
-def go_offline() -> None:
-    """Nothing but `prepare` for a hub model may touch the network."""
-    os.environ["HF_HUB_OFFLINE"] = "1"
-    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+def stage_params(path: str, offline: bool = True) -> Params:
+    """Read params.yaml and set up this process for them: kernels pinned, offline unless a download is due."""
+    params = load_params(path)
+    pin_cpu_isa(params.hw.cpu_isa)
+    if offline:
+        go_offline()
+    return params
 
 
 def run(name: str, body: Callable[[], None]) -> None:
@@ -34,13 +36,5 @@ def run(name: str, body: Callable[[], None]) -> None:
     start = time.perf_counter()
     quiet_library_noise()
     print(f"[slmtune] stage {name}: start", flush=True)
-    try:
-        body()
-    except Exception as err:
-        sys.stdout.flush()
-        print_traceback_if_debug(err)
-        lines = failure_lines(err)
-        report = [f"[slmtune] stage {name} failed: {lines[0]}", *(f"[slmtune] {line}" for line in lines[1:])]
-        print("\n".join([*report, f"[slmtune] {RESTORE_HINT}"]), file=sys.stderr, flush=True)
-        sys.exit(1)
+    exit_on_failure(body, f"[slmtune] stage {name} failed: ", "[slmtune] ", closing=(RESTORE_HINT,))
     print(f"[slmtune] stage {name}: done in {time.perf_counter() - start:.1f}s", flush=True)

@@ -1,13 +1,15 @@
-"""Stage eval: every artifact on the same test split: accuracy, F1, confusion, latency, size."""
+"""Stage eval: every artifact on the same test split: accuracy, F1, confusion, size; latency apart."""
 
 from __future__ import annotations
 
 import gc
+from dataclasses import dataclass
 from pathlib import Path
 
+from slmtune.artifacts import Artifact, artifact
 from slmtune.atomic import atomic_outputs, atomic_write_json
-from slmtune.config import Params, load_params
-from slmtune.stages.common import go_offline, parser, run
+from slmtune.config import Params
+from slmtune.stages.common import parser, run, stage_params
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -17,25 +19,35 @@ def main(argv: list[str] | None = None) -> None:
     parse.add_argument("--metrics", type=Path, default=Path("metrics/eval.json"))
     parse.add_argument("--plots", type=Path, default=Path("plots/confusion"))
     parse.add_argument("--comparison", type=Path, default=Path("plots/artifacts.json"))
+    parse.add_argument("--latency", type=Path, default=Path("plots/latency.json"), help="wall-clock figures")
     args = parse.parse_args(argv)
-    run("eval", lambda: evaluate(args.params, args.test, args.models, args.metrics, args.plots, args.comparison))
+    outputs = Outputs(args.metrics, args.plots, args.comparison, args.latency)
+    run("eval", lambda: evaluate(stage_params(args.params), args.test, args.models, outputs))
 
 
-def classifier_for(name: str, models: Path, params: Params):
-    """Build the classifier for one artifact name."""
+@dataclass(frozen=True)
+class Outputs:
+    """Where eval writes: reproducible figures (metrics, confusion, comparison) and wall-clock ones (latency)."""
+
+    metrics: Path
+    confusion: Path
+    comparison: Path
+    latency: Path
+
+
+def classifier_for(item: Artifact, models: Path, params: Params):
+    """Build the classifier for one artifact."""
     from slmtune.scoring import load_classifier
 
     options = {"batch_size": params.eval.batch_size, "max_new_tokens": params.eval.max_new_tokens, "hw": params.hw}
-    if name == "adapter":
-        return load_classifier(models / "base", adapter=models / "adapter", **options)
-    return load_classifier(models / name, **options)
+    adapter = models / item.adapter if item.adapter else None
+    return load_classifier(models / item.folder, adapter=adapter, **options)
 
 
-def artifact_size(name: str, models: Path) -> int:
+def artifact_size(item: Artifact, models: Path) -> int:
     from slmtune.models import folder_size_bytes
 
-    folders = [models / "base", models / "adapter"] if name == "adapter" else [models / name]
-    return folder_size_bytes(*folders)
+    return folder_size_bytes(*item.folders(models))
 
 
 def read_test_split(test: Path, labels: list[str]) -> tuple[list[str], list[str]]:
@@ -63,35 +75,41 @@ def check_artifacts(names: list[str], models: Path) -> None:
     from slmtune.prompts import Task
     from slmtune.scoring import is_onnx_folder
 
-    for name in names:
-        folder = models / ("base" if name == "adapter" else name)
-        if name == "adapter":
-            check_adapter_folder(models / "adapter")
+    for item in map(artifact, names):
+        folder = models / item.folder
+        if item.adapter:
+            check_adapter_folder(models / item.adapter)
         if not is_onnx_folder(folder):
             check_model_folder(folder)
         check_tokenizer_folder(folder)
         Task.load(folder)
 
 
-def evaluate(params_path: str, test: Path, models: Path, metrics_path: Path, plots: Path, comparison: Path) -> None:
-    params = load_params(params_path)
-    go_offline()
+def evaluate(params: Params, test: Path, models: Path, outputs: Outputs) -> None:
+    """Evaluate every artifact of `eval.artifacts` on the test split; write metrics and plots; apply the gate."""
     labels = list(params.data.labels)
     phrases, truth = read_test_split(test, labels)
     check_artifacts(params.eval.artifacts, models)
-    from slmtune.evaluation import agreement, comparison_rows, confusion_rows, evaluate_artifact, summarise
-    from slmtune.hardware import configure_threads
+    from slmtune.environment import configure_threads
+    from slmtune.evaluation import (
+        agreement,
+        comparison_rows,
+        confusion_rows,
+        evaluate_artifact,
+        latency_rows,
+        summarise,
+    )
 
     configure_threads(params.hw)
     results = {}
-    for name in params.eval.artifacts:
-        print(f"[slmtune] evaluating {name} on {len(phrases)} test phrases", flush=True)
-        classifier = classifier_for(name, models, params)
-        results[name] = evaluate_artifact(
-            name,
+    for item in map(artifact, params.eval.artifacts):
+        print(f"[slmtune] evaluating {item.title} on {len(phrases)} test phrases", flush=True)
+        classifier = classifier_for(item, models, params)
+        results[item.name] = evaluate_artifact(
+            item.name,
             classifier,
             phrases,
-            artifact_size(name, models),
+            artifact_size(item, models),
             params.eval.latency_examples,
             params.eval.latency_repetitions,
         )
@@ -106,12 +124,13 @@ def evaluate(params_path: str, test: Path, models: Path, metrics_path: Path, plo
     }
     metrics["test_examples"] = len(phrases)
     metrics["gate"] = gate(results, truth, params)
-    with atomic_outputs(plots) as (plots_tmp,):
+    with atomic_outputs(outputs.confusion) as (plots_tmp,):
         for name, result in results.items():
             atomic_write_json(plots_tmp / f"{name}.json", confusion_rows(truth, result.predictions))
-    atomic_write_json(comparison, comparison_rows(metrics, list(results)))
-    atomic_write_json(metrics_path, metrics)  # written even when the gate fails, so the figures can be read
-    _print_table(metrics, list(results))
+    atomic_write_json(outputs.comparison, comparison_rows(metrics, list(results)))
+    atomic_write_json(outputs.latency, latency_rows(results))
+    atomic_write_json(outputs.metrics, metrics)  # written even when the gate fails, so the figures can be read
+    _print_table(metrics, results)
     check_gate(metrics["gate"])
 
 
@@ -140,13 +159,13 @@ def check_gate(figures: dict) -> None:
         raise VerificationError(gate_failure_message(figures))
 
 
-def _print_table(metrics: dict, names: list[str]) -> None:
+def _print_table(metrics: dict, results: dict) -> None:
     print(f"{'artifact':<10}{'accuracy':>10}{'macro_f1':>10}{'gen_acc':>10}{'latency_ms':>12}{'size_mb':>10}")
-    for name in names:
+    for name, result in results.items():
         m = metrics[name]
         print(
             f"{name:<10}{m['accuracy']:>10.4f}{m['macro_f1']:>10.4f}{m['generation_accuracy']:>10.4f}"
-            f"{m['latency_ms']:>12.2f}{m['size_mb']:>10.2f}"
+            f"{result.latency_ms:>12.2f}{m['size_mb']:>10.2f}"
         )
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from slmtune.atomic import atomic_outputs
-from slmtune.config import load_params
-from slmtune.stages.common import go_offline, parser, run
+from slmtune.config import Params
+from slmtune.stages.common import parser, run, stage_params
 
 CHECK_PHRASES = [
     "cricket is a wonderful sport!",
@@ -22,12 +22,11 @@ def main(argv: list[str] | None = None) -> None:
     parse.add_argument("--adapter", type=Path, default=Path("models/adapter"))
     parse.add_argument("--out", type=Path, default=Path("models/merged"))
     args = parse.parse_args(argv)
-    run("merge", lambda: merge(args.params, args.base, args.adapter, args.out))
+    run("merge", lambda: merge(stage_params(args.params), args.base, args.adapter, args.out))
 
 
-def merge(params_path: str, base: Path, adapter: Path, out: Path) -> None:
-    params = load_params(params_path)
-    go_offline()
+def merge(params: Params, base: Path, adapter: Path, out: Path) -> None:
+    """Merge `adapter` into `base` in full precision, into `out`, after checking both folders."""
     from slmtune.merging import merge_adapter
     from slmtune.models import check_adapter_folder, check_model_folder
     from slmtune.prompts import Task

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 from typing import Any
 
 from slmtune.atomic import atomic_outputs, atomic_write_json
-from slmtune.config import Params, load_params
+from slmtune.config import Params
 from slmtune.data import SPLITS, Example, load_examples, stratified_split, write_jsonl
+from slmtune.environment import go_offline, quiet
 from slmtune.errors import DataError
-from slmtune.sources import resolve_source, source_kind
-from slmtune.stages.common import go_offline, parser, run
+from slmtune.source_uris import source_kind
+from slmtune.sources import resolve_source
+from slmtune.stages.common import parser, run, stage_params
 
 SOURCE_CACHE = Path(".slmtune-cache/sources")  # remote data is fetched here first (errors name these files)
 
@@ -22,16 +23,16 @@ def main(argv: list[str] | None = None) -> None:
     parse.add_argument("--out-data", type=Path, default=Path("data/prepared"))
     parse.add_argument("--out-model", type=Path, default=Path("models/base"))
     args = parse.parse_args(argv)
-    run("prepare", lambda: prepare(args.params, args.out_data, args.out_model))
+    run("prepare", lambda: prepare(stage_params(args.params, offline=False), args.out_data, args.out_model))
 
 
-def prepare(params_path: str, out_data: Path, out_model: Path, cache: Path = SOURCE_CACHE) -> None:
-    params = load_params(params_path)
+def prepare(params: Params, out_data: Path, out_model: Path, cache: Path = SOURCE_CACHE) -> None:
+    """Validate and split the data, render prompts, and materialise the base model and its task card."""
     data = params.data
     if params.model.source != "hub" and source_kind(data.source) != "hub":
-        go_offline()
+        go_offline()  # only a hub model or data set is downloaded
     else:
-        os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+        quiet()
     from slmtune.models import load_tokenizer, materialise_base
     from slmtune.prompts import build_task, user_message
 

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import shutil
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 from slmtune.atomic import atomic_outputs, atomic_write_json
-from slmtune.config import Params, load_params
-from slmtune.stages.common import go_offline, parser, run
+from slmtune.config import Params
+from slmtune.stages.common import parser, run, stage_params
 
 MODULE = "slmtune.stages.train_lora"
 
@@ -20,13 +21,16 @@ def main(argv: list[str] | None = None) -> None:
     parse.add_argument("--base", type=Path, default=Path("models/base"))
     parse.add_argument("--out", type=Path, default=Path("models/adapter"))
     parse.add_argument("--metrics", type=Path, default=Path("metrics/train.json"))
+    parse.add_argument("--run-metrics", type=Path, default=Path("metrics/train_run.json"), help="wall-clock figures")
     parse.add_argument("--live", type=Path, default=Path("dvclive/train"))
     args = parse.parse_args(argv)
-    run("train_lora", lambda: train(args.params, args.data, args.base, args.out, args.metrics, args.live, argv))
+    run("train_lora", lambda: launch(args, argv))
 
 
-def train(params_path: str, data: Path, base: Path, out: Path, metrics_path: Path, live: Path, argv: list[str]) -> None:
-    params = load_params(params_path)
+def launch(args, argv: list[str]) -> None:
+    """Train here, or hand the stage to the profile's launcher (torchrun, Azure ML) with the same arguments."""
+    params = stage_params(args.params)
+    data, base, out, live = args.data, args.base, args.out, args.live
     from slmtune.distributed import relaunch_under_torchrun, under_launcher
     from slmtune.hardware import check_machine
 
@@ -36,19 +40,36 @@ def train(params_path: str, data: Path, base: Path, out: Path, metrics_path: Pat
     if params.hw.launcher == "azureml":
         from slmtune.azureml import submit
 
-        submit(params, params_path=Path(params_path), data=data, base=base, out=out, metrics=metrics_path, live=live)
+        submit(
+            params,
+            params_path=Path(args.params),
+            data=data,
+            base=base,
+            out=out,
+            metrics=args.metrics,
+            run_metrics=args.run_metrics,
+            live=live,
+        )
         return
-    train_here(params, data, base, out, metrics_path, live)
+    train(params, data, base, out, Outputs(args.metrics, args.run_metrics, live))
 
 
-def train_here(params: Params, data: Path, base: Path, out: Path, metrics_path: Path, live: Path) -> None:
+@dataclass(frozen=True)
+class Outputs:
+    """Where train_lora writes besides the adapter: reproducible metrics, this run's wall-clock figures, dvclive."""
+
+    metrics: Path
+    run_metrics: Path
+    live: Path
+
+
+def train(params: Params, data: Path, base: Path, out: Path, outputs: Outputs) -> None:
     """Train in this process (one of several under torchrun); the main process writes the outputs."""
-    go_offline()
     from slmtune.checkpoints import checkpoint_dir, discard
     from slmtune.distributed import is_main_process, rank, world_size
-    from slmtune.hardware import configure_threads
+    from slmtune.environment import configure_threads
     from slmtune.prompts import Task
-    from slmtune.training import train_adapter
+    from slmtune.training import split_run_figures, train_adapter
 
     threads = configure_threads(params.hw)
     checkpoints = checkpoint_dir(params, data, base)
@@ -56,16 +77,17 @@ def train_here(params: Params, data: Path, base: Path, out: Path, metrics_path: 
     if not is_main_process():
         train_adapter(params, base, data, checkpoints, adapter_dir=None)
         return
-    with atomic_outputs(out, live) as (adapter_tmp, live_tmp):
-        metrics = train_adapter(params, base, data, checkpoints, adapter_dir=adapter_tmp)
+    with atomic_outputs(out, outputs.live) as (adapter_tmp, live_tmp):
+        metrics, run = split_run_figures(train_adapter(params, base, data, checkpoints, adapter_dir=adapter_tmp))
         Task.load(base).save(adapter_tmp)
         shutil.copytree(checkpoints / "live", live_tmp, dirs_exist_ok=True)
-    atomic_write_json(metrics_path, metrics)
+    atomic_write_json(outputs.run_metrics, run)
+    atomic_write_json(outputs.metrics, metrics)
     discard(checkpoints)
     print(
         f"[slmtune] train loss {metrics['train_loss']}, eval loss {metrics['eval_loss']}, "
-        f"{metrics['trainable_parameters']:,} trainable parameters, {metrics['tokens_per_second']} tokens/s, "
-        f"peak memory {metrics['peak_memory_mb']} MB",
+        f"{metrics['trainable_parameters']:,} trainable parameters, {run['tokens_per_second']} tokens/s, "
+        f"peak memory {run['peak_memory_mb']} MB",
         flush=True,
     )
 

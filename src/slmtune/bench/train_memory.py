@@ -1,11 +1,11 @@
 """Peak memory and tokens/second of LoRA vs QLoRA training on a Phi-3-mini-shaped random model.
 
 The GPU check of the training methods: no download, random weights of Phi-3-mini's shape
-(hidden 3072, 32 layers), a fixed number of steps at a fixed sequence length, each method
+(`model=bench_phi3_mini`), a fixed number of steps at a fixed sequence length, each method
 through the project's own loading and peft code (`slmtune.training`). On a CPU machine,
-`--shape tiny` runs the same code in seconds (the smoke test does that).
+`--model tiny_phi3 --hw cpu` runs the same code in seconds (the smoke test does that).
 
-    python -m slmtune.train_memory --hw cuda --steps 20 --seq-len 256 --out bench/train_memory.json
+    python -m slmtune.bench.train_memory --hw cuda --steps 20 --seq-len 256 --out bench/train_memory.json
 """
 
 from __future__ import annotations
@@ -17,64 +17,32 @@ import time
 from pathlib import Path
 from typing import Any
 
-from slmtune.config import Params, compose, validate
-
-SHAPES = {
-    "phi3_mini": {
-        "hidden_size": 3072,
-        "intermediate_size": 8192,
-        "num_hidden_layers": 32,
-        "num_attention_heads": 32,
-        "num_key_value_heads": 32,
-        "vocab_size": 32064,
-    },
-    "tiny": {
-        "hidden_size": 128,
-        "intermediate_size": 256,
-        "num_hidden_layers": 2,
-        "num_attention_heads": 4,
-        "num_key_value_heads": 4,
-        "vocab_size": 2048,
-    },
-}
+from slmtune.config import Params, compose
 
 
-def write_random_model(shape: str, folder: Path, dtype: str, device: str, seed: int = 0) -> None:
-    """Save a randomly initialised Phi3ForCausalLM of `shape` (safetensors) into `folder`.
+def write_random_model(params: Params, folder: Path) -> None:
+    """Save a randomly initialised Phi3ForCausalLM of `model.tiny`'s shape (safetensors) into `folder`.
 
-    The weights are drawn on `device` (a GPU draws Phi-3-mini's 3.8B in seconds, a CPU in minutes).
+    The weights are drawn on the profile's device (a GPU draws Phi-3-mini's 3.8B in seconds, a CPU in minutes).
     """
     import torch
-    from transformers import Phi3Config, Phi3ForCausalLM
 
-    from slmtune.models import torch_dtype
+    from slmtune.tiny_model import random_phi3
 
-    config = Phi3Config(
-        **SHAPES[shape],
-        max_position_embeddings=4096,
-        original_max_position_embeddings=4096,
-        sliding_window=None,
-        pad_token_id=0,
-        bos_token_id=0,
-        eos_token_id=1,
-        tie_word_embeddings=False,
-        architectures=["Phi3ForCausalLM"],
-    )
-    torch.manual_seed(seed)
-    with torch.device(device):
-        model = Phi3ForCausalLM(config).to(torch_dtype(dtype))
+    arch, hw = params.model.tiny, params.hw
+    model = random_phi3(arch, arch.vocab_size, params.seed, hw.device, hw.dtype)
     model.save_pretrained(folder, safe_serialization=True)
     del model
-    if device == "cuda":
+    if hw.device == "cuda":
         torch.cuda.empty_cache()  # the GPU is the measuring processes' alone
 
 
-def method_params(method: str, hw: str) -> Params:
-    """The composed project configuration for `train=<method>` under `hw=<hw>` (tiny model settings)."""
-    return validate(compose([f"hw={hw}", f"train={method}", "model=tiny_phi3"]))
+def method_params(method: str, hw: str, model: str) -> Params:
+    """The composed project configuration for `train=<method>` under `hw=<hw>`: the adapter alone, as for Phi-3-mini."""
+    return compose([f"hw={hw}", f"train={method}", f"model={model}", "model.modules_to_save=[]"])
 
 
-def measure(method: str, hw: str, base: Path, steps: int, seq_len: int, batch: int) -> dict[str, Any]:
+def measure(method: str, hw: str, model: str, base: Path, steps: int, seq_len: int, batch: int) -> dict[str, Any]:
     """Train `steps` optimizer steps on random token ids; return peak memory and tokens/second.
 
     Run in a process of its own (`measure_in_subprocess`), so the process's peak is this method's.
@@ -84,8 +52,7 @@ def measure(method: str, hw: str, base: Path, steps: int, seq_len: int, batch: i
 
     from slmtune.training import count_parameters, load_for_training, lora_config, peak_memory_mb
 
-    params = method_params(method, hw)
-    params.model.modules_to_save = []  # the adapter alone, as for Phi-3-mini
+    params = method_params(method, hw, model)
     device = params.hw.device
     base_model = load_for_training(params, base)
     if params.hw.gradient_checkpointing and not params.train.load_in_4bit:  # k-bit preparation does it for QLoRA
@@ -122,41 +89,54 @@ def measure(method: str, hw: str, base: Path, steps: int, seq_len: int, batch: i
     return result
 
 
-def check_profile(hw: str, methods: list[str]) -> None:
+def check_profile(hw: str, model: str, methods: list[str]) -> None:
     """Stop with the profile's own clear message, before any model is drawn, when this machine cannot run it."""
     from slmtune.errors import SlmtuneError
     from slmtune.hardware import check_machine
 
     try:
         for method in methods:
-            check_machine(method_params(method, hw).hw)
+            check_machine(method_params(method, hw, model).hw)
     except SlmtuneError as err:
         raise SystemExit(f"train_memory: {err}") from None
 
 
-def measure_in_subprocess(method: str, hw: str, base: Path, steps: int, seq_len: int, batch: int) -> dict[str, Any]:
+def measure_in_subprocess(
+    method: str, hw: str, model: str, base: Path, steps: int, seq_len: int, batch: int
+) -> dict[str, Any]:
     """`measure` in a fresh Python process, so that each method's peak memory is its own."""
     import subprocess
     import sys
 
     with tempfile.TemporaryDirectory(prefix="slmtune-train-memory-") as folder:
         out = Path(folder) / f"{method}.json"
-        command = [sys.executable, "-m", "slmtune.train_memory", "--measure", method, "--base", str(base)]
-        command += ["--hw", hw, "--steps", str(steps), "--seq-len", str(seq_len), "--batch", str(batch)]
+        command = [sys.executable, "-m", "slmtune.bench.train_memory", "--measure", method, "--base", str(base)]
+        command += [
+            "--hw",
+            hw,
+            "--model",
+            model,
+            "--steps",
+            str(steps),
+            "--seq-len",
+            str(seq_len),
+            "--batch",
+            str(batch),
+        ]
         completed = subprocess.run([*command, "--out", str(out)], check=False)
         if completed.returncode != 0:
             raise SystemExit(f"train_memory: measuring train={method} failed (exit {completed.returncode}); see above")
         return json.loads(out.read_text())
 
 
-def run(shape: str, hw: str, methods: list[str], steps: int, seq_len: int, batch: int) -> dict[str, Any]:
+def run(model: str, hw: str, methods: list[str], steps: int, seq_len: int, batch: int) -> dict[str, Any]:
     """Measure each method on the same random model; add QLoRA's peak memory relative to LoRA's."""
-    params = method_params(methods[0], hw)
-    results: dict[str, Any] = {"shape": shape, "hw": hw, "steps": steps, "seq_len": seq_len, "batch": batch}
+    params = method_params(methods[0], hw, model)
+    results: dict[str, Any] = {"model": model, "hw": hw, "steps": steps, "seq_len": seq_len, "batch": batch}
     with tempfile.TemporaryDirectory(prefix="slmtune-random-model-") as folder:
-        write_random_model(shape, Path(folder), params.hw.dtype, params.hw.device)
+        write_random_model(params, Path(folder))
         for method in methods:
-            results[method] = measure_in_subprocess(method, hw, Path(folder), steps, seq_len, batch)
+            results[method] = measure_in_subprocess(method, hw, model, Path(folder), steps, seq_len, batch)
     if "lora" in results and "qlora" in results:
         results["qlora_over_lora_peak_memory"] = round(
             results["qlora"]["peak_memory_mb"] / results["lora"]["peak_memory_mb"], 3
@@ -166,7 +146,7 @@ def run(shape: str, hw: str, methods: list[str], steps: int, seq_len: int, batch
 
 def main(argv: list[str] | None = None) -> None:
     parse = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parse.add_argument("--shape", choices=sorted(SHAPES), default="phi3_mini")
+    parse.add_argument("--model", default="bench_phi3_mini", help="a conf/model entry of source tiny (random weights)")
     parse.add_argument("--hw", default="cuda", help="hardware profile (cpu or cuda)")
     parse.add_argument("--methods", nargs="+", default=["lora", "qlora"])
     parse.add_argument("--steps", type=int, default=20)
@@ -177,10 +157,10 @@ def main(argv: list[str] | None = None) -> None:
     parse.add_argument("--base", type=Path, help=argparse.SUPPRESS)  # the random model `--measure` trains
     args = parse.parse_args(argv)
     if args.measure:
-        results = measure(args.measure, args.hw, args.base, args.steps, args.seq_len, args.batch)
+        results = measure(args.measure, args.hw, args.model, args.base, args.steps, args.seq_len, args.batch)
     else:
-        check_profile(args.hw, args.methods)
-        results = run(args.shape, args.hw, args.methods, args.steps, args.seq_len, args.batch)
+        check_profile(args.hw, args.model, args.methods)
+        results = run(args.model, args.hw, args.methods, args.steps, args.seq_len, args.batch)
     from slmtune.atomic import atomic_write_json
 
     atomic_write_json(args.out, results)

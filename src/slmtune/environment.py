@@ -1,0 +1,84 @@
+"""The process environment every slmtune process runs in: offline, quiet, and pinned CPU kernels.
+
+One place for these settings: stages, the command line, the bench, the Azure ML job and the
+tests all take them from here. Nothing here imports torch: the kernel pin must be in the
+environment before torch (and MKL, oneDNN) first load.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+from slmtune.errors import HardwareError
+
+if TYPE_CHECKING:
+    from slmtune.config import HwConfig
+
+QUIET = {
+    "HF_HUB_DISABLE_TELEMETRY": "1",
+    "DVC_NO_ANALYTICS": "1",
+    "TOKENIZERS_PARALLELISM": "false",
+}
+OFFLINE = {"HF_HUB_OFFLINE": "1"}
+
+# What each library reads to cap the instruction set of the kernels it picks at run time.
+# ATen (torch's own CPU kernels), MKL (BLAS under torch's matmuls: conditional numerical
+# reproducibility) and oneDNN (convolutions, some matmuls). Without a cap each picks the
+# machine's best, so an AVX-512 machine and an AVX2-only one train different adapters.
+CPU_ISA_PINS: dict[str, dict[str, str]] = {
+    "avx2": {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "AVX2,STRICT", "ONEDNN_MAX_CPU_ISA": "AVX2"},
+}
+
+
+def quiet() -> None:
+    """No telemetry from the hub client or DVC, no tokenizers fork warnings (a user's own setting wins)."""
+    for key, value in QUIET.items():
+        os.environ.setdefault(key, value)
+
+
+def go_offline() -> None:
+    """Nothing may touch the network (only `prepare` of a hub model or data set downloads)."""
+    quiet()
+    os.environ.update(OFFLINE)
+
+
+def cpu_isa_pins(isa: str | None) -> dict[str, str]:
+    """The environment variables that cap every CPU kernel library at `isa` (none for null)."""
+    return dict(CPU_ISA_PINS[isa]) if isa else {}
+
+
+def pin_cpu_isa(isa: str | None) -> None:
+    """Cap the CPU kernels at `isa` for this process and the processes it starts; before torch loads.
+
+    The pin overrides the caller's own settings of these variables: results must not depend on them.
+    """
+    pins = cpu_isa_pins(isa)
+    os.environ.update(pins)
+    if pins and "torch" in sys.modules:
+        import torch
+
+        chosen = torch.backends.cpu.get_cpu_capability()
+        if chosen.lower() != pins["ATEN_CPU_CAPABILITY"]:
+            raise HardwareError(
+                f"hw.cpu_isa={isa}: torch was imported before the pin and computes with {chosen} kernels; "
+                "start a fresh process (the stages and `slmtune` pin before importing torch)"
+            )
+
+
+def child_env(base: Mapping[str, str] | None = None, offline: bool = True) -> dict[str, str]:
+    """An environment for a process slmtune starts: `base` (default: this one's), quiet and offline."""
+    env = {**QUIET, **(os.environ if base is None else base)}
+    return {**env, **OFFLINE} if offline else env
+
+
+def configure_threads(hw: HwConfig) -> int:
+    """Use `hw.num_threads` intra-op threads in torch (0 means every core); return the count."""
+    import torch
+
+    local_processes = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    threads = hw.num_threads or max(1, (os.cpu_count() or 1) // local_processes)
+    torch.set_num_threads(threads)
+    return threads
