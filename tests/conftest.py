@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
@@ -23,7 +22,10 @@ def repo_root() -> Path:
 
 @pytest.fixture(scope="session")
 def pipeline_run(tmp_path_factory) -> Path:
-    """The whole pipeline, `dvc repro`, on the tiny default in a temporary copy (committed afterwards)."""
+    """The whole pipeline, `dvc repro`, on the tiny default in a temporary copy (committed afterwards).
+
+    Shared by many tests and changed by none: a test that changes a run works on `copy_run(pipeline_run, ...)`.
+    """
     project = copy_project(tmp_path_factory.mktemp("run_a") / "project")
     result = sh(["dvc", "repro"], project, extra_env=FAKE_SECRETS)
     (project.parent / "repro.log").write_text(result.stdout + result.stderr)
@@ -32,23 +34,13 @@ def pipeline_run(tmp_path_factory) -> Path:
     return project
 
 
-@pytest.fixture(scope="session")
-def experiment_run(tmp_path_factory) -> Path:
-    """A second, cold copy of the project that runs the pipeline as `dvc exp run` with the same params."""
-    project = copy_project(tmp_path_factory.mktemp("run_b") / "project")
-    sh(["dvc", "exp", "run", "--name", "cold-rerun"], project)
-    shutil.copy2(project / "metrics/eval.json", project.parent / "cold_eval.json")
-    shutil.copytree(project / "models/adapter", project.parent / "cold_adapter")
-    return project
-
-
-@pytest.fixture(scope="session")
-def prepared_workspace(tmp_path_factory) -> Path:
-    """A folder holding the raw data, `prepare`'s outputs and a params.yaml: where train_lora can run."""
-    workspace = tmp_path_factory.mktemp("prepared")
-    shutil.copytree(ROOT / "data/raw", workspace / "data/raw")
-    shutil.copy2(ROOT / "params.yaml", workspace / "params.yaml")
-    sh([sys.executable, "-m", "slmtune.stages.prepare"], workspace)
+@pytest.fixture
+def prepared_workspace(pipeline_run, tmp_path) -> Path:
+    """A folder of its own holding the raw data, `prepare`'s outputs and params.yaml: where train_lora can run."""
+    workspace = tmp_path / "prepared"
+    for folder in ("data/raw", "data/prepared", "models/base"):
+        shutil.copytree(pipeline_run / folder, workspace / folder)
+    shutil.copy2(pipeline_run / "params.yaml", workspace / "params.yaml")
     return workspace
 
 

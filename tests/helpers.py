@@ -69,6 +69,14 @@ def copy_project(dest: Path) -> Path:
     return dest
 
 
+def copy_run(project: Path, dest: Path) -> Path:
+    """A copy of a reproduced project (git, DVC cache, outputs), for a test that changes it; the DVC remote
+    of the copy is a folder beside it."""
+    shutil.copytree(project, dest, symlinks=True)
+    sh(["dvc", "remote", "modify", "--local", "local", "url", str(dest.parent / "remote")], dest)
+    return dest
+
+
 def with_changes(**sections: dict) -> dict:
     """The default composition of conf/ as a mapping, with some keys of some sections changed."""
     from slmtune.config import compose_raw
@@ -90,3 +98,38 @@ def params_file(path: Path, overrides: list[str] | None = None) -> Path:
 
     write_params(path, overrides)
     return path
+
+
+def run_module(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    """`python -m MODULE ARGS` run in this process: the same exit code and output, without a new interpreter.
+
+    For commands whose start-up (importing torch and transformers) a subprocess would only repeat.
+    The working folder, arguments and environment are restored afterwards.
+    """
+    import io
+    import runpy
+    import traceback
+    from contextlib import redirect_stderr, redirect_stdout
+
+    assert args[0] == "-m", args
+    module, argv = args[1], args[2:]
+    out, err = io.StringIO(), io.StringIO()
+    saved_env, saved_argv, saved_cwd = dict(os.environ), sys.argv, os.getcwd()
+    code = 0
+    try:
+        os.chdir(cwd)
+        sys.argv = [module, *argv]
+        with redirect_stdout(out), redirect_stderr(err):
+            try:
+                runpy.run_module(module, run_name="__main__", alter_sys=True)
+            except SystemExit as exit_:
+                code = exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
+            except BaseException:  # what an interpreter prints for an uncaught exception
+                traceback.print_exc()
+                code = 1
+    finally:
+        os.chdir(saved_cwd)
+        sys.argv = saved_argv
+        os.environ.clear()
+        os.environ.update(saved_env)
+    return subprocess.CompletedProcess([sys.executable, *args], code, out.getvalue(), err.getvalue())

@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -24,7 +25,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from helpers import ROOT, tool_env
+from helpers import ROOT, run_module, tool_env
 from slmtune.data import Example, check_disjoint, load_examples
 from slmtune.errors import DataError
 from slmtune.stages.common import RESTORE_HINT
@@ -507,10 +508,13 @@ def model_folders(tmp_path_factory) -> dict[str, Path]:
 
 
 def run_python(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    env = {key: value for key, value in tool_env().items() if key != "SLMTUNE_DEBUG"}
-    return subprocess.run(
-        [sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300, check=False
-    )
+    """The command in this process (a subprocess would add only its start-up), debug mode off."""
+    debug = os.environ.pop("SLMTUNE_DEBUG", None)
+    try:
+        return run_module(args, cwd)
+    finally:
+        if debug is not None:
+            os.environ["SLMTUNE_DEBUG"] = debug
 
 
 def test_there_are_at_least_thirty_cases():

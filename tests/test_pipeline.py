@@ -1,4 +1,7 @@
-"""End to end: all five stages on the tiny default, in temporary copies of the project."""
+"""End to end: all five stages on the tiny default, in temporary copies of the project.
+
+`pipeline_run` is shared and read-only: a test that changes a run (an experiment, a push) works on a copy.
+"""
 
 from __future__ import annotations
 
@@ -7,12 +10,21 @@ import json
 from pathlib import Path
 
 import pytest
+import yaml
 
-from helpers import BIN, sh
+from helpers import BIN, ROOT, copy_run, run_module, sh
+from slmtune.artifacts import ARTIFACT_NAMES
 
 pytestmark = pytest.mark.slow
-ARTIFACTS = ["base", "adapter", "merged", "int4"]
+ARTIFACTS = list(ARTIFACT_NAMES)
 LABELS = {"sad", "joy", "fear", "surprise"}
+# Outputs whose figures depend on the machine and its load; every other output reproduces exactly.
+WALL_CLOCK = {"metrics/train_run.json", "plots/latency.json"}
+
+
+def classify(project: Path, *args: str):
+    """`slmtune classify ARGS` in `project`, in this process (one test runs the installed command itself)."""
+    return run_module(["-m", "slmtune.cli", "classify", *args], project)
 
 
 def eval_metrics(project: Path) -> dict:
@@ -35,10 +47,12 @@ def test_pipeline_writes_every_output(pipeline_run):
         "models/int4/model.onnx",
         "models/int4/tokenizer.json",
         "metrics/train.json",
+        "metrics/train_run.json",
         "metrics/eval.json",
         "dvclive/train/plots/metrics/loss.tsv",
         *[f"plots/confusion/{name}.json" for name in ARTIFACTS],
         "plots/artifacts.json",
+        "plots/latency.json",
     ]
     assert [name for name in expected if not (pipeline_run / name).is_file()] == []
     leftovers = [p for p in pipeline_run.rglob(".*.tmp")]
@@ -63,9 +77,12 @@ def test_eval_reports_every_figure_per_artifact(pipeline_run):
     for name in ARTIFACTS:
         block = metrics[name]
         assert set(block["f1"]) == LABELS
-        for key in ("accuracy", "macro_f1", "generation_accuracy", "latency_ms", "size_mb"):
+        for key in ("accuracy", "macro_f1", "generation_accuracy", "size_mb"):
             assert block[key] >= 0, (name, key)
     assert metrics["int4"]["size_mb"] < metrics["merged"]["size_mb"]
+    latency = json.loads((pipeline_run / "plots/latency.json").read_text())
+    assert [row["artifact"] for row in latency] == ARTIFACTS
+    assert all(row["latency_ms"] > 0 for row in latency)
 
 
 def test_training_loss_falls(pipeline_run):
@@ -74,6 +91,9 @@ def test_training_loss_falls(pipeline_run):
     assert losses[-1] < losses[0] / 4
     train = json.loads((pipeline_run / "metrics/train.json").read_text())
     assert 0 < train["trainable_parameters"] < train["total_parameters"]
+    run = json.loads((pipeline_run / "metrics/train_run.json").read_text())
+    assert run["tokens_per_second"] > 0 and run["peak_memory_mb"] > 0 and run["resumed_from_step"] == 0
+    assert not set(run) & set(train)
 
 
 def test_second_repro_changes_nothing(pipeline_run):
@@ -100,6 +120,7 @@ def test_classify_prints_one_tone(pipeline_run):
         [str(BIN / "slmtune"), "classify", "cricket is a wonderful sport!", "--model-path", "models/int4"], pipeline_run
     )
     assert result.stdout.strip() in LABELS
+    assert classify(pipeline_run, "cricket is a wonderful sport!").stdout == result.stdout  # in-process: the same
 
 
 @pytest.mark.parametrize("folder", ["models/int4", "models/merged"])
@@ -111,10 +132,7 @@ def test_classify_file_mode_adds_a_prediction_to_every_row(pipeline_run, tmp_pat
     source = tmp_path / "in.jsonl"
     source.write_text("".join(json.dumps(r) + "\n" for r in rows))
     out = tmp_path / "out.jsonl"
-    sh(
-        [str(BIN / "slmtune"), "classify", "--input", str(source), "--output", str(out), "--model-path", folder],
-        pipeline_run,
-    )
+    assert classify(pipeline_run, "--input", str(source), "--output", str(out), "--model-path", folder).returncode == 0
     written = [json.loads(line) for line in out.read_text().splitlines()]
     assert [{k: v for k, v in r.items() if k != "prediction"} for r in written] == rows
     assert {r["prediction"] for r in written} <= LABELS
@@ -125,9 +143,9 @@ def test_classify_scores_are_label_probabilities_that_agree_with_the_prediction(
     phrases = ["I can't stop crying since she left.", "Whoa, I never expected that ending!", "I am so scared."]
     source, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
     source.write_text("".join(json.dumps({"phrase": p}) + "\n" for p in phrases))
-    command = [str(BIN / "slmtune"), "classify", "--input", str(source), "--model-path", folder]
-    sh([*command, "--output", str(out), "--scores"], pipeline_run)
-    sh([*command, "--output", str(tmp_path / "plain.jsonl")], pipeline_run)
+    command = ["--input", str(source), "--model-path", folder]
+    assert classify(pipeline_run, *command, "--output", str(out), "--scores").returncode == 0
+    assert classify(pipeline_run, *command, "--output", str(tmp_path / "plain.jsonl")).returncode == 0
     scored = [json.loads(line) for line in out.read_text().splitlines()]
     plain = [json.loads(line)["prediction"] for line in (tmp_path / "plain.jsonl").read_text().splitlines()]
     assert [row["prediction"] for row in scored] == plain
@@ -135,7 +153,7 @@ def test_classify_scores_are_label_probabilities_that_agree_with_the_prediction(
         assert set(row["scores"]) == LABELS
         assert sum(row["scores"].values()) == pytest.approx(1.0, abs=1e-5)
         assert row["prediction"] == max(row["scores"], key=row["scores"].get)
-    single = sh([str(BIN / "slmtune"), "classify", phrases[2], "--model-path", folder, "--scores"], pipeline_run)
+    single = classify(pipeline_run, phrases[2], "--model-path", folder, "--scores")
     alone = json.loads(single.stdout)  # scored alone, not in a padded batch: equal up to float rounding
     assert alone["prediction"] == scored[2]["prediction"]
     assert alone["scores"] == pytest.approx(scored[2]["scores"], abs=1e-4)
@@ -145,19 +163,10 @@ def test_int4_and_merged_classify_the_test_split_alike(pipeline_run, tmp_path):
     out = {}
     for folder in ("models/int4", "models/merged"):
         out[folder] = tmp_path / f"{Path(folder).name}.jsonl"
-        sh(
-            [
-                str(BIN / "slmtune"),
-                "classify",
-                "--input",
-                "data/prepared/test.jsonl",
-                "--output",
-                str(out[folder]),
-                "--model-path",
-                folder,
-            ],
-            pipeline_run,
+        result = classify(
+            pipeline_run, "--input", "data/prepared/test.jsonl", "--output", str(out[folder]), "--model-path", folder
         )
+        assert result.returncode == 0, result.stderr
     predictions = {k: [json.loads(x)["prediction"] for x in v.read_text().splitlines()] for k, v in out.items()}
     same = sum(a == b for a, b in zip(*predictions.values(), strict=True)) / len(predictions["models/int4"])
     assert same >= 0.95
@@ -167,18 +176,14 @@ def test_classify_rejects_a_bad_row_and_writes_nothing(pipeline_run, tmp_path):
     source = tmp_path / "in.jsonl"
     source.write_text('{"phrase": "fine"}\n{"text": "no phrase here"}\n')
     out = tmp_path / "out.jsonl"
-    result = sh(
-        [str(BIN / "slmtune"), "classify", "--input", str(source), "--output", str(out), "--model-path", "models/int4"],
-        pipeline_run,
-        check=False,
-    )
+    result = classify(pipeline_run, "--input", str(source), "--output", str(out), "--model-path", "models/int4")
     assert result.returncode == 1
     assert f"{source}:2" in result.stderr
     assert not out.exists()
 
 
 def test_classify_names_a_missing_model_folder(pipeline_run):
-    result = sh([str(BIN / "slmtune"), "classify", "hi", "--model-path", "models/nothing"], pipeline_run, check=False)
+    result = classify(pipeline_run, "hi", "--model-path", "models/nothing")
     assert result.returncode == 1
     assert "models/nothing" in result.stderr
 
@@ -187,45 +192,50 @@ def test_plots_render_loss_and_confusion_matrices(pipeline_run, tmp_path):
     sh(["dvc", "plots", "show", "--out", str(tmp_path / "plots")], pipeline_run)
     page = (tmp_path / "plots" / "index.html").read_text()
     assert "Training loss" in page
-    assert page.count("Confusion") >= len(ARTIFACTS)
+    for name in ARTIFACTS:  # one confusion matrix per artifact, from the one plots/confusion entry
+        assert f"plots/confusion/{name}.json" in page
     for title in ("Accuracy by artifact", "Size on disk by artifact", "Latency per phrase by artifact"):
         assert title in page
     rows = json.loads((pipeline_run / "plots/artifacts.json").read_text())
     metrics = eval_metrics(pipeline_run)
     assert [row["artifact"] for row in rows] == ARTIFACTS  # the pipeline's order, base first
     for row in rows:
-        for field in ("accuracy", "macro_f1", "latency_ms", "size_mb"):
+        for field in ("accuracy", "macro_f1", "size_mb"):
             assert row[field] == metrics[row["artifact"]][field]
 
 
 def test_push_then_pull_into_a_fresh_clone(pipeline_run, tmp_path):
-    sh(["dvc", "push"], pipeline_run)
+    project = copy_run(pipeline_run, tmp_path / "project")
+    sh(["dvc", "push"], project)
     clone = tmp_path / "clone"
-    sh(["git", "clone", "-q", str(pipeline_run), str(clone)], tmp_path)
-    sh(["dvc", "remote", "modify", "--local", "local", "url", str(pipeline_run.parent / "remote")], clone)
+    sh(["git", "clone", "-q", str(project), str(clone)], tmp_path)
+    sh(["dvc", "remote", "modify", "--local", "local", "url", str(tmp_path / "remote")], clone)
     sh(["dvc", "pull"], clone)
     assert (clone / "models/int4/model.onnx").is_file()
     status = sh(["dvc", "status"], clone)
     assert "up to date" in status.stdout
-    result = sh([str(BIN / "slmtune"), "classify", "I am so scared of the dark.", "--model-path", "models/int4"], clone)
+    result = classify(clone, "I am so scared of the dark.", "--model-path", "models/int4")
     assert result.stdout.strip() in LABELS
 
 
-def test_cold_experiment_reproduces_the_accuracy_figures(pipeline_run, experiment_run):
-    first = eval_metrics(pipeline_run)
-    second = json.loads((experiment_run.parent / "cold_eval.json").read_text())
-    for name in ARTIFACTS:
-        for key in ("accuracy", "macro_f1", "f1", "generation_accuracy"):
-            assert first[name][key] == second[name][key], (name, key)
+def output_hashes(lock: dict) -> dict[str, str]:
+    """Every stage output's path and content hash in a dvc.lock, wall-clock outputs left out."""
+    return {
+        out["path"]: out["md5"]
+        for stage in lock["stages"].values()
+        for out in stage.get("outs", [])
+        if out["path"] not in WALL_CLOCK
+    }
 
 
-def test_cold_runs_train_bit_identical_adapters(pipeline_run, experiment_run):
-    from safetensors.torch import load_file
-
-    first = load_file(pipeline_run / "models/adapter/adapter_model.safetensors")
-    second = load_file(experiment_run.parent / "cold_adapter/adapter_model.safetensors")
-    assert first.keys() == second.keys()
-    assert all(bool((first[name] == second[name]).all()) for name in first)
+def test_a_cold_repro_reproduces_every_committed_output_exactly(pipeline_run):
+    """The committed dvc.lock came from another run (another machine, perhaps): every data and model output,
+    every quality figure and plot is bit-identical; only the wall-clock files may differ."""
+    committed = output_hashes(yaml.safe_load((ROOT / "dvc.lock").read_text()))
+    reproduced = output_hashes(yaml.safe_load((pipeline_run / "dvc.lock").read_text()))
+    assert {"models/adapter", "models/int4", "metrics/eval.json", "plots/confusion"} <= set(committed)
+    differing = sorted(path for path in committed if reproduced.get(path) != committed[path])
+    assert differing == [], f"outputs that did not reproduce the committed dvc.lock: {differing}"
 
 
 def test_no_file_the_run_wrote_holds_a_secret(pipeline_run):
@@ -242,15 +252,22 @@ def test_no_file_the_run_wrote_holds_a_secret(pipeline_run):
     assert leaks == []
 
 
+@pytest.fixture
+def experiment_run(pipeline_run, tmp_path) -> Path:
+    """A copy of the reproduced project, its DVC cache included, where experiments may run."""
+    return copy_run(pipeline_run, tmp_path / "project")
+
+
 def test_experiments_with_a_changed_param_show_up_in_exp_show(experiment_run):
-    sh(["dvc", "exp", "run", "--name", "fewer-reps", "-S", "eval.latency_repetitions=1"], experiment_run)
+    result = sh(["dvc", "exp", "run", "--name", "fewer-reps", "-S", "eval.latency_repetitions=1"], experiment_run)
+    assert "Running stage 'eval'" in result.stdout and "Running stage 'train_lora'" not in result.stdout
     shown = json.loads(sh(["dvc", "exp", "show", "--json"], experiment_run).stdout)
     experiments = {}
     for commit in shown:
         for exp in commit.get("experiments") or []:
             for rev in exp.get("revs", []):
                 experiments[rev.get("name")] = rev["data"]
-    assert {"cold-rerun", "fewer-reps"} <= set(experiments)
+    assert "fewer-reps" in experiments
     data = experiments["fewer-reps"]
     assert data["params"]["params.yaml"]["data"]["eval"]["latency_repetitions"] == 1
     eval_json = data["metrics"]["metrics/eval.json"]["data"]
@@ -285,6 +302,5 @@ def test_your_own_task_runs_end_to_end_from_a_csv(experiment_run, tmp_path):
     assert metrics["int4"]["accuracy"] >= 0.80
     task = json.loads((experiment_run / "models/int4/slmtune_task.json").read_text())
     assert task["instruction"] == "Is this phrase positive or negative?"
-    command = [str(BIN / "slmtune"), "classify", "I love this so much!", "--model-path", "models/int4"]
-    result = sh(command, experiment_run)
+    result = classify(experiment_run, "I love this so much!", "--model-path", "models/int4")
     assert result.stdout.strip() in {"negative", "positive"}

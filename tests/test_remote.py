@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import BIN, ROOT, sh
+from helpers import BIN, ROOT, copy_run, sh
 
 pytestmark = pytest.mark.slow
 AZURITE = ROOT / "node_modules/.bin/azurite-blob"
@@ -91,15 +91,15 @@ def azurite(tmp_path_factory) -> Iterator[Azurite]:
 
 
 @pytest.fixture(scope="module")
-def pushed(pipeline_run, azurite) -> Path:
-    """The reproduced project, pushed to the Azure remote, with a bare git remote 'origin' holding main."""
-    sh(["dvc", "push", "-r", "azure"], pipeline_run, extra_env=azurite.env)
-    bare = pipeline_run.parent / "origin.git"
-    if not bare.exists():
-        sh(["git", "init", "-q", "--bare", "-b", "main", str(bare)], pipeline_run)
-        sh(["git", "remote", "add", "origin", str(bare)], pipeline_run)
-    sh(["git", "push", "-q", "origin", "main"], pipeline_run)
-    return pipeline_run
+def pushed(pipeline_run, azurite, tmp_path_factory) -> Path:
+    """A copy of the reproduced project, pushed to the Azure remote, with a bare git remote 'origin' holding main."""
+    project = copy_run(pipeline_run, tmp_path_factory.mktemp("pushed") / "project")
+    sh(["dvc", "push", "-r", "azure"], project, extra_env=azurite.env)
+    bare = project.parent / "origin.git"
+    sh(["git", "init", "-q", "--bare", "-b", "main", str(bare)], project)
+    sh(["git", "remote", "add", "origin", str(bare)], project)
+    sh(["git", "push", "-q", "origin", "main"], project)
+    return project
 
 
 def fresh_clone(pushed: Path, dest: Path) -> Path:

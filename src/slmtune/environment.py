@@ -29,7 +29,7 @@ OFFLINE = {"HF_HUB_OFFLINE": "1"}
 # reproducibility) and oneDNN (convolutions, some matmuls). Without a cap each picks the
 # machine's best, so an AVX-512 machine and an AVX2-only one train different adapters.
 CPU_ISA_PINS: dict[str, dict[str, str]] = {
-    "avx2": {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "AVX2,STRICT", "ONEDNN_MAX_CPU_ISA": "AVX2"},
+    "avx2": {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "AVX2", "ONEDNN_MAX_CPU_ISA": "AVX2"},
 }
 
 
