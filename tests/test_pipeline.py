@@ -19,7 +19,7 @@ pytestmark = pytest.mark.slow
 ARTIFACTS = list(ARTIFACT_NAMES)
 LABELS = {"sad", "joy", "fear", "surprise"}
 # Outputs whose figures depend on the machine and its load; every other output reproduces exactly.
-WALL_CLOCK = {"metrics/train_run.json", "plots/latency.json"}
+WALL_CLOCK = {"metrics/train_run.json", "metrics/eval_run.json", "plots/latency.json"}
 
 
 def classify(project: Path, *args: str):
@@ -53,6 +53,7 @@ def test_pipeline_writes_every_output(pipeline_run):
         *[f"plots/confusion/{name}.json" for name in ARTIFACTS],
         "plots/artifacts.json",
         "plots/latency.json",
+        "metrics/eval_run.json",
     ]
     assert [name for name in expected if not (pipeline_run / name).is_file()] == []
     leftovers = [p for p in pipeline_run.rglob(".*.tmp")]
@@ -83,6 +84,10 @@ def test_eval_reports_every_figure_per_artifact(pipeline_run):
     latency = json.loads((pipeline_run / "plots/latency.json").read_text())
     assert [row["artifact"] for row in latency] == ARTIFACTS
     assert all(row["latency_ms"] > 0 for row in latency)
+    run = json.loads((pipeline_run / "metrics/eval_run.json").read_text())
+    assert {name: block["latency_ms"] for name, block in run.items()} == {
+        r["artifact"]: r["latency_ms"] for r in latency
+    }
 
 
 def test_training_loss_falls(pipeline_run):

@@ -159,3 +159,20 @@ def test_gpu_check_without_a_gpu_stops_before_drawing_a_model(tmp_path):
     assert "train_memory: hw=cuda needs CUDA" in result.stderr
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "train_memory.json").exists()
+
+
+def test_the_cpu_isa_pin_overrides_the_callers_kernel_settings(prepared_workspace):
+    """hw.cpu_isa=avx2 caps ATen, MKL and oneDNN whatever the environment says; without it, they decide."""
+    short = {"train.num_train_epochs": 0.1}
+    pinned = write_params(prepared_workspace, "pinned.yaml", **short)
+    plain = sh(train_command(pinned, "plain"), prepared_workspace)
+    outer = {"ATEN_CPU_CAPABILITY": "default", "MKL_CBWR": "COMPATIBLE", "ONEDNN_MAX_CPU_ISA": "SSE41"}
+    overridden = sh(train_command(pinned, "outer"), prepared_workspace, extra_env=outer)
+    assert "ATen kernels AVX2" in plain.stdout and "ATen kernels AVX2" in overridden.stdout
+    first, second = tensors(prepared_workspace / "plain"), tensors(prepared_workspace / "outer")
+    assert all(bool((first[name] == second[name]).all()) for name in first)
+    unpinned = write_params(prepared_workspace, "unpinned.yaml", **short, **{"hw.cpu_isa": None})
+    result = sh(train_command(unpinned, "unpinned"), prepared_workspace, extra_env={"ATEN_CPU_CAPABILITY": "default"})
+    assert "ATen kernels DEFAULT" in result.stdout
+    other = tensors(prepared_workspace / "unpinned")
+    assert any(not bool((first[name] == other[name]).all()) for name in first)

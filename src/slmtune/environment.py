@@ -58,14 +58,19 @@ def pin_cpu_isa(isa: str | None) -> None:
     pins = cpu_isa_pins(isa)
     os.environ.update(pins)
     if pins and "torch" in sys.modules:
-        import torch
-
-        chosen = torch.backends.cpu.get_cpu_capability()
+        chosen = kernel_capability()
         if chosen.lower() != pins["ATEN_CPU_CAPABILITY"]:
             raise HardwareError(
                 f"hw.cpu_isa={isa}: torch was imported before the pin and computes with {chosen} kernels; "
                 "start a fresh process (the stages and `slmtune` pin before importing torch)"
             )
+
+
+def kernel_capability() -> str:
+    """The instruction set torch's own CPU kernels run with here (AVX2, AVX512, DEFAULT, ...)."""
+    import torch
+
+    return torch.backends.cpu.get_cpu_capability()
 
 
 def child_env(base: Mapping[str, str] | None = None, offline: bool = True) -> dict[str, str]:

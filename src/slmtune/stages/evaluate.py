@@ -19,9 +19,10 @@ def main(argv: list[str] | None = None) -> None:
     parse.add_argument("--metrics", type=Path, default=Path("metrics/eval.json"))
     parse.add_argument("--plots", type=Path, default=Path("plots/confusion"))
     parse.add_argument("--comparison", type=Path, default=Path("plots/artifacts.json"))
-    parse.add_argument("--latency", type=Path, default=Path("plots/latency.json"), help="wall-clock figures")
+    parse.add_argument("--latency", type=Path, default=Path("plots/latency.json"), help="wall-clock bar chart")
+    parse.add_argument("--run-metrics", type=Path, default=Path("metrics/eval_run.json"), help="wall-clock figures")
     args = parse.parse_args(argv)
-    outputs = Outputs(args.metrics, args.plots, args.comparison, args.latency)
+    outputs = Outputs(args.metrics, args.plots, args.comparison, args.latency, args.run_metrics)
     run("eval", lambda: evaluate(stage_params(args.params), args.test, args.models, outputs))
 
 
@@ -33,6 +34,7 @@ class Outputs:
     confusion: Path
     comparison: Path
     latency: Path
+    run_metrics: Path
 
 
 def classifier_for(item: Artifact, models: Path, params: Params):
@@ -90,7 +92,6 @@ def evaluate(params: Params, test: Path, models: Path, outputs: Outputs) -> None
     labels = list(params.data.labels)
     phrases, truth = read_test_split(test, labels)
     check_artifacts(params.eval.artifacts, models)
-    from slmtune.environment import configure_threads
     from slmtune.evaluation import (
         agreement,
         comparison_rows,
@@ -100,7 +101,6 @@ def evaluate(params: Params, test: Path, models: Path, outputs: Outputs) -> None
         summarise,
     )
 
-    configure_threads(params.hw)
     results = {}
     for item in map(artifact, params.eval.artifacts):
         print(f"[slmtune] evaluating {item.title} on {len(phrases)} test phrases", flush=True)
@@ -129,6 +129,9 @@ def evaluate(params: Params, test: Path, models: Path, outputs: Outputs) -> None
             atomic_write_json(plots_tmp / f"{name}.json", confusion_rows(truth, result.predictions))
     atomic_write_json(outputs.comparison, comparison_rows(metrics, list(results)))
     atomic_write_json(outputs.latency, latency_rows(results))
+    atomic_write_json(
+        outputs.run_metrics, {row["artifact"]: {"latency_ms": row["latency_ms"]} for row in latency_rows(results)}
+    )
     atomic_write_json(outputs.metrics, metrics)  # written even when the gate fails, so the figures can be read
     _print_table(metrics, results)
     check_gate(metrics["gate"])

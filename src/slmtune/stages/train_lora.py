@@ -67,13 +67,17 @@ def train(params: Params, data: Path, base: Path, out: Path, outputs: Outputs) -
     """Train in this process (one of several under torchrun); the main process writes the outputs."""
     from slmtune.checkpoints import checkpoint_dir, discard
     from slmtune.distributed import is_main_process, rank, world_size
-    from slmtune.environment import configure_threads
+    from slmtune.environment import configure_threads, kernel_capability
     from slmtune.prompts import Task
     from slmtune.training import split_run_figures, train_adapter
 
     threads = configure_threads(params.hw)
     checkpoints = checkpoint_dir(params, data, base)
-    print(f"[slmtune] process {rank()} of {world_size()}, {threads} threads, checkpoints in {checkpoints}", flush=True)
+    print(
+        f"[slmtune] process {rank()} of {world_size()}, {threads} threads, ATen kernels {kernel_capability()}, "
+        f"checkpoints in {checkpoints}",
+        flush=True,
+    )
     if not is_main_process():
         train_adapter(params, base, data, checkpoints, adapter_dir=None)
         return
