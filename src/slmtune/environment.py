@@ -26,8 +26,9 @@ OFFLINE = {"HF_HUB_OFFLINE": "1"}
 
 # What each library reads to cap the instruction set of the kernels it picks at run time.
 # ATen (torch's own CPU kernels), MKL (BLAS under torch's matmuls: conditional numerical
-# reproducibility) and oneDNN (convolutions, some matmuls). Without a cap each picks the
-# machine's best, so an AVX-512 machine and an AVX2-only one train different adapters.
+# reproducibility) and oneDNN (convolutions, some matmuls); the thread count matters too
+# (hw.num_threads, fixed in the CPU profile). Without a cap each picks the machine's best, so an AVX-512
+# machine and an AVX2-only one train different adapters (docs/reproducibility.md).
 CPU_ISA_PINS: dict[str, dict[str, str]] = {
     "avx2": {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "AVX2", "ONEDNN_MAX_CPU_ISA": "AVX2"},
 }
