@@ -90,6 +90,13 @@ def make(*args: str) -> list[str]:
     return ["make", f"VENV={venv}", "-o", str(venv / ".installed"), *args]
 
 
+def order(command: str) -> int:
+    """Push before pull, and fetch serve/int4 before classifying with it."""
+    if "classify" in command and "serve/int4" in command:
+        return 2
+    return 1 if "pull" in command else 0
+
+
 def as_run_here(command: str) -> list[str]:
     words = shlex.split(command)
     if words[0] == "make":
@@ -109,9 +116,7 @@ def test_the_documented_commands_run_on_a_reproduced_project(pipeline_run, tmp_p
     sh(["git", "tag", "v1.2"], project)
     sh(["dvc", "remote", "add", "x", str(tmp_path / "remote-x")], project)
     commands = [command for _, command in documented_commands() if category(command) == "here"]
-    commands.sort(
-        key=lambda c: ("pull" in c, "serve/int4" in c and "classify" in c)
-    )  # push before pull, fetch before use
+    commands.sort(key=order)
     assert len(commands) >= 12
     for command in commands:
         result = sh(as_run_here(command), project, check=False, timeout=600)

@@ -10,12 +10,8 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
 
 from slmtune.errors import HardwareError
-
-if TYPE_CHECKING:
-    from slmtune.config import HwConfig
 
 QUIET = {
     "HF_HUB_DISABLE_TELEMETRY": "1",
@@ -80,11 +76,11 @@ def child_env(base: Mapping[str, str] | None = None, offline: bool = True) -> di
     return {**env, **OFFLINE} if offline else env
 
 
-def configure_threads(hw: HwConfig) -> int:
-    """Use `hw.num_threads` intra-op threads in torch (0 means every core); return the count."""
+def configure_threads(num_threads: int) -> int:
+    """Use `num_threads` intra-op threads in torch (`hw.num_threads`; 0: the cores, shared by local processes)."""
     import torch
 
     local_processes = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
-    threads = hw.num_threads or max(1, (os.cpu_count() or 1) // local_processes)
+    threads = num_threads or max(1, (os.cpu_count() or 1) // local_processes)
     torch.set_num_threads(threads)
     return threads

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 import re
 import subprocess
 import sys
@@ -77,7 +78,11 @@ def build_onnx(merged_dir: Path, out_dir: Path, build: BuildConfig, provider: st
     with tempfile.TemporaryDirectory(prefix="slmtune-builder-cache-") as cache:
         command = builder_command(merged_dir, out_dir, Path(cache), build, provider)
         print("[slmtune] running:", " ".join(command[1:]), flush=True)
-        completed = subprocess.run(command, env=child_env(), check=False, capture_output=True, text=True)
+        # The builder stamps the model with `git rev-parse HEAD` run beside its own files, which inside a
+        # project's .venv is the project's commit: a folder's hash would change with every commit.
+        # Without a repository it stamps its release's commit instead.
+        env = {**child_env(), "GIT_DIR": os.devnull}
+        completed = subprocess.run(command, env=env, check=False, capture_output=True, text=True)
     if completed.returncode != 0:
         output = completed.stdout + completed.stderr
         unsupported = re.search(r"The (.+) model is not currently supported", output)

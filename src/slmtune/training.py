@@ -176,8 +176,7 @@ def train_adapter(
     for callback in callbacks:
         callback.live.end()
     if adapter_dir is not None:
-        trainer.model.save_pretrained(str(adapter_dir))
-        tokenizer.save_pretrained(str(adapter_dir))
+        save_adapter(trainer.model, tokenizer, adapter_dir)
     tokens = int(trainer.state.num_input_tokens_seen)
     return {
         "method": params.train.method,
@@ -196,6 +195,23 @@ def train_adapter(
         "peak_memory_mb": peak_memory_mb(params.hw.device),
         "train_runtime_s": round(elapsed, 2),
     }
+
+
+def save_adapter(model, tokenizer, folder: Path) -> None:
+    """Save the peft adapter and the tokenizer; adapter_config.json comes out the same on every run.
+
+    peft keeps `target_modules` as a set, which it writes in the order of Python's per-process string
+    hashing: the same adapter would get another folder hash from run to run.
+    """
+    import json
+
+    model.save_pretrained(str(folder))
+    tokenizer.save_pretrained(str(folder))
+    path = folder / "adapter_config.json"
+    config = json.loads(path.read_text(encoding="utf-8"))
+    if isinstance(config.get("target_modules"), list):
+        config["target_modules"] = sorted(config["target_modules"])
+    path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
 def _checkpoint_progress(checkpoint: str | None) -> tuple[int, int]:

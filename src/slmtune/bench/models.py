@@ -70,9 +70,11 @@ def pad_vocabulary(folder: Path, size: int, seed: int) -> None:
 
 
 def merge(workspace: Workspace, adapter: Path, params: Params) -> None:
-    """Merge `adapter` into the base: the `merge` stage."""
+    """Merge `adapter` into the base: the `merge` stage (the adapter gets the base's task card, as in train_lora)."""
+    from slmtune.prompts import Task
     from slmtune.stages.merge import merge as merge_stage
 
+    Task.load(workspace.base).save(adapter)
     merge_stage(params, workspace.base, adapter, workspace.merged)
 
 

@@ -84,7 +84,7 @@ def run(settings: Settings, workdir: Path) -> dict[str, Any]:
     workspace = Workspace(workdir)
     params = compose([f"model={settings.model}", *settings.overrides])
     pin_cpu_isa(params.hw.cpu_isa)
-    configure_threads(params.hw)
+    configure_threads(params.hw.num_threads)
 
     with progress.step(f"prepare: splits and the random model/tokenizer of model={settings.model}"):
         prepare_base(workspace, params)

@@ -27,7 +27,7 @@ def stage_params(path: str, offline: bool = True) -> Params:
     a download is due (both kernels and threads decide how floating-point sums round)."""
     params = load_params(path)
     pin_cpu_isa(params.hw.cpu_isa)
-    configure_threads(params.hw)
+    configure_threads(params.hw.num_threads)
     if offline:
         go_offline()
     return params

@@ -71,7 +71,7 @@ def train(params: Params, data: Path, base: Path, out: Path, outputs: Outputs) -
     from slmtune.prompts import Task
     from slmtune.training import split_run_figures, train_adapter
 
-    threads = configure_threads(params.hw)
+    threads = configure_threads(params.hw.num_threads)
     checkpoints = checkpoint_dir(params, data, base)
     print(
         f"[slmtune] process {rank()} of {world_size()}, {threads} threads, ATen kernels {kernel_capability()}, "
