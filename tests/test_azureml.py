@@ -145,8 +145,9 @@ def test_the_code_snapshot_leaves_out_environments_caches_and_outputs(project):
     code = project["code"]
     for needed in ("pyproject.toml", "README.md", "requirements.lock", "src/slmtune/stages/train_lora.py"):
         assert (code / needed).is_file(), needed
-    for left_out in (".venv", ".git", ".dvc", "models", "data", "dvclive", "metrics"):
+    for left_out in (".venv", ".git", ".dvc", "models", "data", "dvclive", "metrics", "node_modules", ".whl"):
         assert not (code / left_out).exists(), left_out
+    assert sum(p.stat().st_size for p in code.rglob("*") if p.is_file()) < 5 * 2**20  # code, not tools
     assert not list(code.rglob("__pycache__"))
     remote = yaml.safe_load((code / "params.yaml").read_text())
     assert remote["hw"]["launcher"] == "python"  # the job trains in place, it does not submit again

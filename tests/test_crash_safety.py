@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import copy_project, sh, tool_env
+from helpers import copy_project, params_file, sh, tool_env
 
 pytestmark = pytest.mark.slow
 
@@ -26,6 +26,7 @@ COMPLETE = {
     "plots/confusion": ["base.json", "adapter.json", "merged.json", "int4.json"],
 }
 JSON_OUTPUTS = ["metrics/train.json", "metrics/eval.json", "plots/artifacts.json"]
+EPOCHS = 2.0  # a shorter training than the default's 5 epochs: enough to be killed, resumed and accurate
 # Seconds after a stage's start line (train_lora: its first checkpoint) at which it is still working.
 KILL_AFTER = {"prepare": 1.0, "train_lora": 1.0, "merge": 1.5, "build_int4": 2.0, "eval": 3.0}
 
@@ -66,6 +67,8 @@ def kill_during(project: Path, stage: str, log: Path) -> None:
 
 def test_sigkill_in_every_stage_leaves_no_partial_output(tmp_path):
     project = copy_project(tmp_path / "project")
+    params_file(project / "params.yaml", [f"train.num_train_epochs={EPOCHS}"])
+    sh(["git", "commit", "-qam", "shorter training"], project)
     for stage in KILL_AFTER:
         kill_during(project, stage, tmp_path / f"{stage}.log")
         assert_no_partial_output(project)

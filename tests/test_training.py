@@ -75,7 +75,7 @@ def test_two_cpu_processes_train_and_only_one_writes(prepared_workspace):
 
 
 def test_a_killed_run_resumes_to_the_same_adapter(prepared_workspace):
-    params = write_params(prepared_workspace, "resume.yaml")
+    params = write_params(prepared_workspace, "resume.yaml", **{"train.num_train_epochs": 0.6})  # 64 steps
     sh(train_command(params, "whole"), prepared_workspace)
     cache = prepared_workspace / ".slmtune-cache/train_lora"
     process = subprocess.Popen(
@@ -109,17 +109,6 @@ def test_a_killed_run_resumes_to_the_same_adapter(prepared_workspace):
     run = json.loads((prepared_workspace / "killed_run.json").read_text())
     assert run["resumed_from_step"] >= CHECKPOINT_STEP and run["tokens_per_second"] > 0
     assert json.loads((prepared_workspace / "whole_run.json").read_text())["resumed_from_step"] == 0
-
-
-def test_training_metrics_show_memory_speed_and_size(prepared_workspace):
-    params = write_params(prepared_workspace, "metrics.yaml", **{"train.num_train_epochs": 0.2})
-    sh(train_command(params, "small"), prepared_workspace)
-    metrics = json.loads((prepared_workspace / "small.json").read_text())
-    run = json.loads((prepared_workspace / "small_run.json").read_text())
-    assert run["peak_memory_mb"] > 0
-    assert run["tokens_per_second"] > 0
-    assert metrics["train_tokens"] > 0
-    assert 0 < metrics["trainable_parameters"] < metrics["total_parameters"]
 
 
 def run_gpu_check(results: Path, **settings: str) -> subprocess.CompletedProcess:
