@@ -12,9 +12,8 @@ OUT ?= serve/int4
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 NODE_STAMP := node_modules/.installed
+# DVC's own process (Python processes of slmtune set theirs in src/slmtune/environment.py)
 export DVC_NO_ANALYTICS := 1
-export HF_HUB_DISABLE_TELEMETRY := 1
-export TOKENIZERS_PARALLELISM := false
 export PATH := $(abspath $(BIN)):$(PATH)
 
 help: ## list the targets

@@ -17,7 +17,7 @@ STEPS=${STEPS:-20}
 SEQ_LEN=${SEQ_LEN:-256}
 WHEELS=${WHEELS:-.whl}
 SITE=${SITE:-/tmp/slmtune-site}
-export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1 TOKENIZERS_PARALLELISM=false
+export PYTHONUNBUFFERED=1  # offline and quiet: slmtune.environment, in the check itself
 
 if compgen -G "$WHEELS/*.whl" >/dev/null; then
     "$PY" -m pip install --quiet --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE" "$WHEELS"/*.whl

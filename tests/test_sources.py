@@ -201,9 +201,16 @@ def test_a_hub_data_set_is_written_as_jsonl_with_label_names(tmp_path):
 
 
 def test_an_unreachable_hub_data_set_is_a_clear_error(tmp_path, monkeypatch):
+    import datasets.config
+    import huggingface_hub.constants
+
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    # The libraries read the variables once, at import: another test may have imported them already.
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_OFFLINE", True)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     data = compose(["data.source=slmtune-tests/no-such-data", f"data.revision={COMMIT}"]).data
     with pytest.raises(DataError, match=r"'slmtune-tests/no-such-data' \(revision 0123.*cannot be loaded"):
         fetch_hub_dataset(data, tmp_path / "fetched")

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from slmtune.config import Params, compose
+from slmtune.environment import go_offline
 
 
 def write_random_model(params: Params, folder: Path) -> None:
@@ -156,6 +157,7 @@ def main(argv: list[str] | None = None) -> None:
     parse.add_argument("--measure", metavar="METHOD", help=argparse.SUPPRESS)  # one method, in this process
     parse.add_argument("--base", type=Path, help=argparse.SUPPRESS)  # the random model `--measure` trains
     args = parse.parse_args(argv)
+    go_offline()
     if args.measure:
         results = measure(args.measure, args.hw, args.model, args.base, args.steps, args.seq_len, args.batch)
     else:
