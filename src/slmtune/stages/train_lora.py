@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import shutil
 import sys
 from dataclasses import dataclass
@@ -27,7 +28,7 @@ def main(argv: list[str] | None = None) -> None:
     run("train_lora", lambda: launch(args, argv))
 
 
-def launch(args, argv: list[str]) -> None:
+def launch(args: argparse.Namespace, argv: list[str]) -> None:
     """Train here, or hand the stage to the profile's launcher (torchrun, Azure ML) with the same arguments."""
     params = stage_params(args.params)
     data, base, out, live = args.data, args.base, args.out, args.live
