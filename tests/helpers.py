@@ -109,6 +109,7 @@ def run_module(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
     import io
     import runpy
     import traceback
+    import warnings
     from contextlib import redirect_stderr, redirect_stdout
 
     assert args[0] == "-m", args
@@ -119,7 +120,9 @@ def run_module(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
     try:
         os.chdir(cwd)
         sys.argv = [module, *argv]
-        with redirect_stdout(out), redirect_stderr(err):
+        with redirect_stdout(out), redirect_stderr(err), warnings.catch_warnings():
+            # runpy warns that the module was imported before (by this process's earlier tests); it runs afresh.
+            warnings.filterwarnings("ignore", message=".*found in sys.modules after import", category=RuntimeWarning)
             try:
                 runpy.run_module(module, run_name="__main__", alter_sys=True)
             except SystemExit as exit_:
