@@ -5,8 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from slmtune.config import compose
 from slmtune.scoring import OnnxGenaiClassifier, load_classifier, shared_prefix_length
 
+EVAL = {"batch_size": compose().eval.batch_size, "max_new_tokens": compose().eval.max_new_tokens}  # conf/eval/
 PHRASES = [
     "I can't stop crying since she left.",
     "Whoa, I never expected that ending!",
@@ -17,8 +19,8 @@ PHRASES = [
 
 
 def onnx_scores(folder, **options) -> np.ndarray:
-    classifier = load_classifier(folder)
-    scorer = OnnxGenaiClassifier(folder, classifier.task, **options)
+    classifier = load_classifier(folder, **EVAL)
+    scorer = OnnxGenaiClassifier(folder, classifier.task, **{**EVAL, **options})
     return scorer.label_scores(scorer.prompts(PHRASES))
 
 
@@ -28,7 +30,7 @@ def test_onnx_scores_are_the_same_batched_cached_and_one_at_a_time(pipeline_run)
     cached = onnx_scores(folder, batched=False)
     batched = onnx_scores(folder, batched=True, batch_size=32)
     one_row_at_a_time = onnx_scores(folder, batched=True, batch_size=1)
-    classifier = load_classifier(folder)
+    classifier = load_classifier(folder, **EVAL)
     one_prompt_at_a_time = np.concatenate([classifier.label_scores(classifier.prompts([p])) for p in PHRASES])
     assert cached.shape == (len(PHRASES), 4)
     assert np.all(cached < 0)
@@ -47,8 +49,8 @@ def test_onnx_label_scores_are_log_probabilities_of_the_completions(pipeline_run
 @pytest.mark.slow
 def test_torch_scores_do_not_depend_on_the_batch_size(pipeline_run):
     folder = pipeline_run / "models/merged"
-    whole = load_classifier(folder, batch_size=32)
-    rows = load_classifier(folder, batch_size=1)
+    whole = load_classifier(folder, **{**EVAL, "batch_size": 32})
+    rows = load_classifier(folder, **{**EVAL, "batch_size": 1})
     np.testing.assert_allclose(
         whole.label_scores(whole.prompts(PHRASES)), rows.label_scores(rows.prompts(PHRASES)), atol=1e-4
     )
@@ -71,9 +73,9 @@ def test_torch_scores_from_the_prompt_cache_equal_scoring_each_sequence_alone(pi
 
     models = pipeline_run / "models"
     if adapter:
-        classifier = load_classifier(models / "base", adapter=models / "adapter")
+        classifier = load_classifier(models / "base", adapter=models / "adapter", **EVAL)
     else:
-        classifier = load_classifier(models / "merged")
+        classifier = load_classifier(models / "merged", **EVAL)
     prompts = classifier.prompts(PHRASES)
     alone = []
     for ids, start in labelled_sequences([classifier._ids(p) for p in prompts], classifier._completion_ids):

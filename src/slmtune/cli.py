@@ -100,9 +100,11 @@ def classify(args: argparse.Namespace) -> None:
 
 def classified_rows(model_path: Path, rows: list[dict], field: str, generate: bool, scores: bool) -> list[dict]:
     """`{"prediction": label}` per row, with `"scores"` (each label's probability) when asked."""
+    from slmtune.config import compose
     from slmtune.scoring import generated_labels, label_probabilities, load_classifier, predict
 
-    classifier = load_classifier(model_path)
+    settings = compose().eval  # the project's batch size and generation length, as eval uses them
+    classifier = load_classifier(model_path, batch_size=settings.batch_size, max_new_tokens=settings.max_new_tokens)
     phrases = [row[field] for row in rows]
     if not scores:
         label = generated_labels if generate else predict

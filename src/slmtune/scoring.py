@@ -55,7 +55,7 @@ def generated_labels(classifier: Classifier, phrases: list[str]) -> list[str]:
 class TorchClassifier:
     """A transformers causal LM (optionally wrapped by a peft adapter)."""
 
-    def __init__(self, model, tokenizer, task: Task, batch_size: int = 32, max_new_tokens: int = 4):
+    def __init__(self, model, tokenizer, task: Task, batch_size: int, max_new_tokens: int):
         self.model, self.tokenizer, self.task = model, tokenizer, task
         self.batch_size, self.max_new_tokens = batch_size, max_new_tokens
         self.device = next(model.parameters()).device
@@ -169,8 +169,8 @@ class OnnxGenaiClassifier:
         self,
         folder: Path,
         task: Task,
-        max_new_tokens: int = 4,
-        batch_size: int = 32,
+        max_new_tokens: int,
+        batch_size: int,
         batched: bool | None = None,
         threads: int = 0,
     ):
@@ -328,12 +328,16 @@ def is_onnx_folder(folder: Path) -> bool:
 
 def load_classifier(
     folder: Path | str,
-    batch_size: int = 32,
-    max_new_tokens: int = 4,
+    *,
+    batch_size: int,
+    max_new_tokens: int,
     adapter: Path | str | None = None,
     hw: HwConfig | None = None,
 ) -> Classifier:
-    """A classifier for a model folder: ONNX Runtime GenAI if it holds genai_config.json, else PyTorch."""
+    """A classifier for a model folder: ONNX Runtime GenAI if it holds genai_config.json, else PyTorch.
+
+    `batch_size` and `max_new_tokens` are `eval.batch_size` and `eval.max_new_tokens` (conf/eval/).
+    """
     from slmtune.models import RESTORE_HINT, load_adapter, load_causal_lm, load_tokenizer
 
     folder = Path(folder)
