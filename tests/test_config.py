@@ -7,14 +7,9 @@ import re
 import pytest
 import yaml
 
+from helpers import with_changes
 from slmtune.config import compose, compose_raw, load_params, validate
 from slmtune.errors import ConfigError
-
-
-def with_changes(**sections: dict) -> dict:
-    """The default composition with some keys of some sections changed."""
-    raw = compose_raw()[0]
-    return {**raw, **{name: {**raw[name], **changes} for name, changes in sections.items()}}
 
 
 def test_committed_params_equal_the_default_composition(repo_root):
