@@ -63,6 +63,17 @@ def pin_cpu_isa(isa: str | None) -> None:
             )
 
 
+def set_up_process(cpu_isa: str | None, num_threads: int, offline: bool = True) -> None:
+    """What a process of the pipeline does before its work: pin the kernels (`hw.cpu_isa`), set the thread
+    count (`hw.num_threads`), and go offline unless a download is due. Before torch loads."""
+    pin_cpu_isa(cpu_isa)
+    configure_threads(num_threads)
+    if offline:
+        go_offline()
+    else:
+        quiet()
+
+
 def kernel_capability() -> str:
     """The instruction set torch's own CPU kernels run with here (AVX2, AVX512, DEFAULT, ...)."""
     import torch

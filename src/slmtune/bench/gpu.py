@@ -65,16 +65,15 @@ def run_gpu_decode(settings: GpuSettings, workdir: Path) -> dict[str, Any]:
     import numpy as np
 
     from slmtune.config import compose
-    from slmtune.environment import go_offline, pin_cpu_isa
+    from slmtune.environment import set_up_process
     from slmtune.models import load_tokenizer
     from slmtune.stages.build_int4 import build
 
     check_provider(settings.provider)
-    go_offline()
     progress = Progress(3)
     workspace = Workspace(workdir)
     params = compose([f"model={settings.model}"])
-    pin_cpu_isa(params.hw.cpu_isa)
+    set_up_process(params.hw.cpu_isa, params.hw.num_threads)
     out = workspace.folder("onnx_int4")
     with progress.step(f"prepare: a random {settings.model}-shaped Phi-3"):
         prepare_base(workspace, params)

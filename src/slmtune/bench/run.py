@@ -75,16 +75,14 @@ def run(settings: Settings, workdir: Path) -> dict[str, Any]:
     """Build every artifact in `workdir`, measure them, and return the results (targets included)."""
     from slmtune.config import compose
     from slmtune.data import read_jsonl
-    from slmtune.environment import configure_threads, go_offline, pin_cpu_isa
+    from slmtune.environment import set_up_process
 
     settings.check()
-    go_offline()
     started = time.perf_counter()
     progress = Progress(STEPS)
     workspace = Workspace(workdir)
     params = compose([f"model={settings.model}", *settings.overrides])
-    pin_cpu_isa(params.hw.cpu_isa)
-    configure_threads(params.hw.num_threads)
+    set_up_process(params.hw.cpu_isa, params.hw.num_threads)
 
     with progress.step(f"prepare: splits and the random model/tokenizer of model={settings.model}"):
         prepare_base(workspace, params)

@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable
 
 from slmtune.config import Params, load_params
-from slmtune.environment import configure_threads, go_offline, pin_cpu_isa
+from slmtune.environment import set_up_process
 from slmtune.errors import add_debug_flag, exit_on_failure
 from slmtune.quiet import quiet_library_noise
 
@@ -26,10 +26,7 @@ def stage_params(path: str, offline: bool = True) -> Params:
     """Read params.yaml and set up this process for them: kernels pinned, thread count set, offline unless
     a download is due (both kernels and threads decide how floating-point sums round)."""
     params = load_params(path)
-    pin_cpu_isa(params.hw.cpu_isa)
-    configure_threads(params.hw.num_threads)
-    if offline:
-        go_offline()
+    set_up_process(params.hw.cpu_isa, params.hw.num_threads, offline)
     return params
 
 
