@@ -128,10 +128,9 @@ def evaluate(params: Params, test: Path, models: Path, outputs: Outputs) -> None
         for name, result in results.items():
             atomic_write_json(plots_tmp / f"{name}.json", confusion_rows(truth, result.predictions))
     atomic_write_json(outputs.comparison, comparison_rows(metrics, list(results)))
-    atomic_write_json(outputs.latency, latency_rows(results))
-    atomic_write_json(
-        outputs.run_metrics, {row["artifact"]: {"latency_ms": row["latency_ms"]} for row in latency_rows(results)}
-    )
+    latency = latency_rows(results)
+    atomic_write_json(outputs.latency, latency)
+    atomic_write_json(outputs.run_metrics, {row["artifact"]: {"latency_ms": row["latency_ms"]} for row in latency})
     atomic_write_json(outputs.metrics, metrics)  # written even when the gate fails, so the figures can be read
     _print_table(metrics, results)
     check_gate(metrics["gate"])
