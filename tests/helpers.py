@@ -116,6 +116,7 @@ def run_module(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
     module, argv = args[1], args[2:]
     out, err = io.StringIO(), io.StringIO()
     saved_env, saved_argv, saved_cwd = dict(os.environ), sys.argv, os.getcwd()
+    blocked_before = {name for name, loaded in sys.modules.items() if loaded is None}
     code = 0
     try:
         os.chdir(cwd)
@@ -135,4 +136,6 @@ def run_module(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
         sys.argv = saved_argv
         os.environ.clear()
         os.environ.update(saved_env)
+        for name in [name for name, loaded in sys.modules.items() if loaded is None and name not in blocked_before]:
+            del sys.modules[name]  # imports a stage made look absent (bitsandbytes) are this process's again
     return subprocess.CompletedProcess([sys.executable, *args], code, out.getvalue(), err.getvalue())

@@ -12,7 +12,7 @@ from helpers import BIN, ROOT, copy_run, params_with, sh
 from slmtune.config import Params
 from slmtune.errors import VerificationError
 from slmtune.evaluation import ArtifactResult, quantization_gate
-from slmtune.export import builder_command
+from slmtune.export import builder_options
 from slmtune.stages.evaluate import check_gate, gate
 
 TRUTH = ["sad", "joy", "fear", "surprise"] * 25  # 100 test phrases
@@ -79,7 +79,7 @@ def test_gate_thresholds_come_from_eval_params():
 # ---------------------------------------------------------------------------- int4 options
 
 
-def test_builder_command_passes_every_int4_option(tmp_path):
+def test_the_builder_gets_every_int4_option():
     configured = params_with(
         build={
             "block_size": 64,
@@ -89,8 +89,7 @@ def test_builder_command_passes_every_int4_option(tmp_path):
             "quantize_embeddings": True,
         }
     )
-    command = builder_command(tmp_path / "merged", tmp_path / "int4", tmp_path / "cache", configured.build, "cpu")
-    options = command[command.index("--extra_options") + 1 :]
+    options = builder_options(configured.build)
     for option in (
         "block_size=64",
         "accuracy_level=1",

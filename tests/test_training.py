@@ -75,7 +75,10 @@ def test_two_cpu_processes_train_and_only_one_writes(prepared_workspace):
 
 
 def test_a_killed_run_resumes_to_the_same_adapter(prepared_workspace):
-    params = write_params(prepared_workspace, "resume.yaml", **{"train.num_train_epochs": 0.6})  # 64 steps
+    # 86 steps, checkpoints at 40 and 80: the kill lands between them, 0.5 s (about 15 steps) after the first.
+    params = write_params(
+        prepared_workspace, "resume.yaml", **{"train.num_train_epochs": 0.8, "train.save_steps": CHECKPOINT_STEP}
+    )
     sh(train_command(params, "whole"), prepared_workspace)
     cache = prepared_workspace / ".slmtune-cache/train_lora"
     process = subprocess.Popen(
@@ -90,25 +93,52 @@ def test_a_killed_run_resumes_to_the_same_adapter(prepared_workspace):
     while not list(cache.glob(f"*/checkpoint-{CHECKPOINT_STEP}/trainer_state.json")):
         assert process.poll() is None, "training ended before the checkpoint"
         assert time.monotonic() < deadline
-        time.sleep(0.1)
-    time.sleep(1.0)  # kill mid-way between checkpoints
+        time.sleep(0.05)
+    time.sleep(0.5)  # kill mid-way between checkpoints
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()
+    assert not list(cache.glob(f"*/checkpoint-{2 * CHECKPOINT_STEP}")), "killed after the next checkpoint"
     assert not (prepared_workspace / "killed").exists()
     result = sh(train_command(params, "killed"), prepared_workspace)
     assert "resuming from" in result.stdout
-    metrics = json.loads((prepared_workspace / "killed.json").read_text())
-    whole, resumed = tensors(prepared_workspace / "whole"), tensors(prepared_workspace / "killed")
-    assert whole.keys() == resumed.keys()
-    assert all(bool((whole[name] == resumed[name]).all()) for name in whole)
-    # The metrics describe the whole run too, not just the steps after the resume.
-    uninterrupted = json.loads((prepared_workspace / "whole.json").read_text())
-    for key in ("steps", "train_tokens", "eval_loss", "final_train_loss"):
-        assert metrics[key] == uninterrupted[key], key
-    assert metrics["train_loss"] == pytest.approx(uninterrupted["train_loss"], abs=1e-5)
+    assert_same_run(prepared_workspace, "killed", "whole")
     run = json.loads((prepared_workspace / "killed_run.json").read_text())
     assert run["resumed_from_step"] >= CHECKPOINT_STEP and run["tokens_per_second"] > 0
     assert json.loads((prepared_workspace / "whole_run.json").read_text())["resumed_from_step"] == 0
+
+
+def test_a_run_killed_after_its_last_checkpoint_trains_no_further(prepared_workspace):
+    """A fractional epoch ends on a checkpoint; resuming from it must not train a step more (transformers does)."""
+    params = write_params(prepared_workspace, "finished.yaml", **{"train.num_train_epochs": 0.3})  # 33 steps
+    sh(train_command(params, "whole"), prepared_workspace)
+    # The checkpoints a process leaves when it dies after its last one, before writing the outputs.
+    leave_checkpoints = (
+        "from pathlib import Path\n"
+        "from slmtune.checkpoints import checkpoint_dir\n"
+        "from slmtune.stages.common import stage_params\n"
+        "from slmtune.training import train_adapter\n"
+        f"params = stage_params({str(params)!r})\n"
+        "data, base = Path('data/prepared'), Path('models/base')\n"
+        "train_adapter(params, base, data, checkpoint_dir(params, data, base), adapter_dir=None)\n"
+    )
+    sh([sys.executable, "-c", leave_checkpoints], prepared_workspace)
+    assert list((prepared_workspace / ".slmtune-cache/train_lora").glob("*/checkpoint-33"))
+    result = sh(train_command(params, "finished"), prepared_workspace)
+    assert "nothing left to train" in result.stdout
+    assert_same_run(prepared_workspace, "finished", "whole")
+    assert json.loads((prepared_workspace / "finished_run.json").read_text())["resumed_from_step"] == 33
+
+
+def assert_same_run(workspace: Path, resumed: str, uninterrupted: str) -> None:
+    """The same adapter, and metrics that describe the whole run, not just the steps after the resume."""
+    first, second = tensors(workspace / uninterrupted), tensors(workspace / resumed)
+    assert first.keys() == second.keys()
+    assert all(bool((first[name] == second[name]).all()) for name in first)
+    whole = json.loads((workspace / f"{uninterrupted}.json").read_text())
+    metrics = json.loads((workspace / f"{resumed}.json").read_text())
+    for key in ("steps", "train_tokens", "eval_loss", "final_train_loss"):
+        assert metrics[key] == whole[key], key
+    assert metrics["train_loss"] == pytest.approx(whole["train_loss"], abs=1e-5)
 
 
 def run_gpu_check(results: Path, **settings: str) -> subprocess.CompletedProcess:

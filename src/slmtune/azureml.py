@@ -55,6 +55,7 @@ TOP_LEVEL_IGNORES = frozenset(
         ".git",
         ".ci",
         ".venv",
+        ".venv-peer",  # make bench-peer: Olive's own environment
         ".whl",
         "node_modules",
         ".hypothesis",

@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+import io
 import os
 import re
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
 from slmtune.config import BuildConfig
-from slmtune.environment import child_env
 from slmtune.errors import ModelError
 
-BUILDER = "onnxruntime_genai.models.builder"
 DISPATCH = re.compile(r"""config\.architectures\[0\]\s*==\s*["'](\w+)["']""")
 
 
@@ -44,8 +42,8 @@ def check_buildable(merged_dir: Path) -> None:
         )
 
 
-def builder_command(merged_dir: Path, out_dir: Path, cache_dir: Path, build: BuildConfig, provider: str) -> list[str]:
-    """The model builder's command line for `build.*` and an execution provider (`hw.execution_provider`)."""
+def builder_options(build: BuildConfig) -> list[str]:
+    """The builder's `--extra_options` (KEY=VALUE) for `build.*`."""
     options = {
         "block_size": build.block_size,
         "accuracy_level": build.accuracy_level,
@@ -54,48 +52,63 @@ def builder_command(merged_dir: Path, out_dir: Path, cache_dir: Path, build: Bui
         "op_types_to_quantize": "MatMul/Gather" if build.quantize_embeddings else "MatMul",
         "hf_token": "false",
     }
-    return [
-        sys.executable,
-        "-m",
-        BUILDER,
-        "-i",
-        str(merged_dir),
-        "-o",
-        str(out_dir),
-        "-p",
-        build.precision,
-        "-e",
-        provider,
-        "-c",
-        str(cache_dir),
-        "--extra_options",
-        *[f"{key}={value}" for key, value in options.items()],
-    ]
+    return [f"{key}={value}" for key, value in options.items()]
 
 
 def build_onnx(merged_dir: Path, out_dir: Path, build: BuildConfig, provider: str) -> None:
-    """Run the builder into `out_dir` for execution provider `provider` (cpu or cuda)."""
-    with tempfile.TemporaryDirectory(prefix="slmtune-builder-cache-") as cache:
-        command = builder_command(merged_dir, out_dir, Path(cache), build, provider)
-        print("[slmtune] running:", " ".join(command[1:]), flush=True)
-        # The builder stamps the model with `git rev-parse HEAD` run beside its own files, which inside a
-        # project's .venv is the project's commit: a folder's hash would change with every commit.
-        # Without a repository it stamps its release's commit instead.
-        env = {**child_env(), "GIT_DIR": os.devnull}
-        completed = subprocess.run(command, env=env, check=False, capture_output=True, text=True)
-    if completed.returncode != 0:
-        output = completed.stdout + completed.stderr
-        unsupported = re.search(r"The (.+) model is not currently supported", output)
-        if unsupported:
-            raise ModelError(f"{merged_dir}: the int4 model builder does not support {unsupported.group(1)}")
-        if build.algorithm != "default" and "cannot reshape array" in output:
-            raise ModelError(
-                f"the int4 model builder failed: ONNX Runtime's {build.algorithm} quantizer cannot pack zero points "
-                f"with build.block_size={build.block_size} for this model (it needs an even number of blocks along "
-                "each weight's input dimension); use a smaller build.block_size, or build.algorithm=default"
-            )
-        tail = "\n".join(output.splitlines()[-30:])
-        raise ModelError(f"the onnxruntime-genai model builder failed (exit {completed.returncode}):\n{tail}")
+    """Run the builder in this process into `out_dir`, for execution provider `provider` (cpu or cuda).
+
+    In-process, the builder reuses this process's torch and transformers instead of starting a second
+    Python that imports them again (half of the stage's time on the tiny default). Its chatter is kept
+    and shown only when it fails.
+    """
+    from onnxruntime_genai.models import builder
+
+    options = builder_options(build)
+    print(f"[slmtune] building: {build.precision} for {provider}, {' '.join(options)}", flush=True)
+    chatter = io.StringIO()
+    with tempfile.TemporaryDirectory(prefix="slmtune-builder-cache-") as cache, _no_git_stamp():
+        arguments = (None, str(merged_dir), str(out_dir), build.precision, provider, cache)
+        try:
+            with contextlib.redirect_stdout(chatter), contextlib.redirect_stderr(chatter):
+                extra_options = builder.parse_extra_options(*arguments, options)
+                builder.create_model(*arguments, **extra_options)
+        except (Exception, SystemExit) as err:  # the builder raises what it meets, and exits on some checks
+            raise _builder_error(merged_dir, build, f"{chatter.getvalue()}\n{type(err).__name__}: {err}") from None
+
+
+@contextlib.contextmanager
+def _no_git_stamp():
+    """Hide every git repository from the builder while it runs.
+
+    The builder stamps the model with `git rev-parse HEAD` run beside its own files, which inside a
+    project's .venv is the project's commit: a folder's hash would change with every commit. Without
+    a repository it stamps its release's commit instead.
+    """
+    previous = os.environ.get("GIT_DIR")
+    os.environ["GIT_DIR"] = os.devnull
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop("GIT_DIR", None)
+        else:
+            os.environ["GIT_DIR"] = previous
+
+
+def _builder_error(merged_dir: Path, build: BuildConfig, output: str) -> ModelError:
+    """The failure explained where it is understood, else the builder's last words."""
+    unsupported = re.search(r"The (.+) model is not currently supported", output)
+    if unsupported:
+        return ModelError(f"{merged_dir}: the int4 model builder does not support {unsupported.group(1)}")
+    if build.algorithm != "default" and "cannot reshape array" in output:
+        return ModelError(
+            f"the int4 model builder failed: ONNX Runtime's {build.algorithm} quantizer cannot pack zero points "
+            f"with build.block_size={build.block_size} for this model (it needs an even number of blocks along "
+            "each weight's input dimension); use a smaller build.block_size, or build.algorithm=default"
+        )
+    tail = "\n".join(output.strip().splitlines()[-30:])
+    return ModelError(f"the onnxruntime-genai model builder failed:\n{tail}")
 
 
 def check_onnx_folder(folder: Path) -> None:

@@ -30,6 +30,11 @@ def lora_config(params: Params):
     )
 
 
+def uses_bitsandbytes(params: Params) -> bool:
+    """Whether training computes with bitsandbytes (QLoRA's 4-bit base); no other stage does."""
+    return params.train.load_in_4bit
+
+
 def quantization_config(params: Params):
     """The bitsandbytes 4-bit config for QLoRA, or None; compute dtype from the hardware profile."""
     if not params.train.load_in_4bit:
@@ -149,6 +154,7 @@ def train_adapter(
     from trl import SFTTrainer
 
     from slmtune.checkpoints import last_checkpoint
+    from slmtune.labelled_head import score_labelled_positions
     from slmtune.models import load_tokenizer
 
     set_seed(params.seed)
@@ -164,13 +170,17 @@ def train_adapter(
         eval_dataset=prompt_completion_dataset(data_dir / "val.jsonl"),
         processing_class=tokenizer,
         peft_config=lora_config(params),
-        callbacks=[*callbacks, *(extra_callbacks or [])],
+        callbacks=[_log_last_step(), *callbacks, *(extra_callbacks or [])],
     )
+    score_labelled_positions(trainer.model)
     if resume:
         print(f"[slmtune] resuming from {resume}", flush=True)
     trainable, total = count_parameters(trainer.model)
     start = time.perf_counter()
-    result = trainer.train(resume_from_checkpoint=resume)
+    if resume and _finished(resume):
+        result = _restore_finished_run(trainer, resume)
+    else:
+        result = trainer.train(resume_from_checkpoint=resume)
     elapsed = time.perf_counter() - start
     evaluation = trainer.evaluate()
     for callback in callbacks:
@@ -224,6 +234,31 @@ def _checkpoint_progress(checkpoint: str | None) -> tuple[int, int]:
     return int(state["global_step"]), int(state.get("num_input_tokens_seen", 0))
 
 
+def _finished(checkpoint: str) -> bool:
+    """Whether `checkpoint` was saved at the run's last step (the process died after it, before the outputs)."""
+    import json
+
+    state = json.loads((Path(checkpoint) / "trainer_state.json").read_text())
+    return int(state["global_step"]) >= int(state["max_steps"])
+
+
+def _restore_finished_run(trainer, checkpoint: str):
+    """Load a finished run's adapter and state from its last checkpoint, without training.
+
+    transformers 5.23 resumes a run whose last checkpoint is its last step (a fractional epoch) by
+    training one step more: the adapter, step count and token count would differ from an uninterrupted run.
+    """
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+    from transformers import TrainerState
+    from transformers.trainer_utils import TrainOutput
+
+    print(f"[slmtune] {checkpoint} is the run's last step: restoring it, nothing left to train", flush=True)
+    set_peft_model_state_dict(trainer.model, load_file(str(Path(checkpoint) / "adapter_model.safetensors")))
+    trainer.state = TrainerState.load_from_json(str(Path(checkpoint) / "trainer_state.json"))
+    return TrainOutput(global_step=trainer.state.global_step, training_loss=0.0, metrics={})
+
+
 def _whole_run_loss(history: list[dict[str, Any]], result, resumed_step: int) -> float:
     """Mean training loss over every step, also when this process resumed at `resumed_step`.
 
@@ -252,6 +287,23 @@ def split_run_figures(metrics: dict[str, Any]) -> tuple[dict[str, Any], dict[str
     return {key: value for key, value in metrics.items() if key not in RUN_KEYS}, run
 
 
+def _log_last_step():
+    """A callback that logs the loss at the last step too, whatever `logging_steps` is.
+
+    The loss curve then ends where training does, and the checkpoint saved at the last step holds the
+    loss of every step: a run killed after it reports the whole run's mean loss exactly.
+    """
+    from transformers import TrainerCallback
+
+    class LogLastStep(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step >= state.max_steps:
+                control.should_log = True
+            return control
+
+    return LogLastStep()
+
+
 def _live_callback(live_dir: Path, resume: bool):
     from dvclive import Live
     from transformers.integrations import DVCLiveCallback
@@ -263,7 +315,18 @@ def _live_callback(live_dir: Path, resume: bool):
             kept = {key: value for key, value in (logs or {}).items() if not is_wall_clock(key)}
             super().on_log(args, state, control, model=model, logs=kept, **kwargs)
 
-    live = Live(dir=str(live_dir), dvcyaml=False, save_dvc_exp=False, report=None, resume=resume)
+    class LocalLive(Live):
+        """dvclive's Live, minus its per-step read-back when DVC Studio is off.
+
+        dvclive 3.49 builds the Studio payload at every step (it parses its params YAML and every metric's
+        history) before it checks whether Studio is configured: 40 ms a log, 1.4 s of the tiny default's run.
+        """
+
+        def post_data_to_studio(self):
+            if "data" not in self._studio_events_to_skip:
+                super().post_data_to_studio()
+
+    live = LocalLive(dir=str(live_dir), dvcyaml=False, save_dvc_exp=False, report=None, resume=resume)
     return ReproducibleDVCLiveCallback(live=live)
 
 

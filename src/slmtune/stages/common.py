@@ -22,11 +22,13 @@ def parser(description: str) -> argparse.ArgumentParser:
     return parse
 
 
-def stage_params(path: str, offline: bool = True) -> Params:
+def stage_params(path: str, offline: bool = True, bitsandbytes: Callable[[Params], bool] | None = None) -> Params:
     """Read params.yaml and set up this process for them: kernels pinned, thread count set, offline unless
-    a download is due (both kernels and threads decide how floating-point sums round)."""
+    a download is due (both kernels and threads decide how floating-point sums round), and bitsandbytes
+    left out unless `bitsandbytes(params)` says the stage computes with it."""
     params = load_params(path)
-    set_up_process(params.hw.cpu_isa, params.hw.num_threads, offline)
+    uses_bitsandbytes = bitsandbytes is not None and bitsandbytes(params)
+    set_up_process(params.hw.cpu_isa, params.hw.num_threads, offline, bitsandbytes=uses_bitsandbytes)
     return params
 
 

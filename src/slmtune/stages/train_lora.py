@@ -30,7 +30,9 @@ def main(argv: list[str] | None = None) -> None:
 
 def launch(args: argparse.Namespace, argv: list[str]) -> None:
     """Train here, or hand the stage to the profile's launcher (torchrun, Azure ML) with the same arguments."""
-    params = stage_params(args.params)
+    from slmtune.training import uses_bitsandbytes
+
+    params = stage_params(args.params, bitsandbytes=uses_bitsandbytes)
     data, base, out, live = args.data, args.base, args.out, args.live
     from slmtune.distributed import relaunch_under_torchrun, under_launcher
     from slmtune.hardware import check_machine
