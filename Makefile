@@ -11,6 +11,9 @@ REV ?= HEAD
 OUT ?= serve/int4
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+PEER_VENV := .venv-peer
+PEER_STAMP := $(PEER_VENV)/.installed
+PEER_ARGS ?=
 NODE_STAMP := node_modules/.installed
 # DVC's own process (Python processes of slmtune set theirs in src/slmtune/environment.py)
 export DVC_NO_ANALYTICS := 1
@@ -53,6 +56,15 @@ plots: $(STAMP) ## render the loss curve and confusion matrices to dvc_plots/ind
 bench: $(STAMP) ## time and size every artifact on a random ~200M Phi-3 into bench/ (5-6 min on 2 cores; BENCH_ARGS=--quick)
 	$(BIN)/python -m slmtune.bench --out bench $(BENCH_ARGS)
 
+$(PEER_STAMP): bench/peer-requirements.txt
+	$(PYTHON) -m venv $(PEER_VENV)
+	$(PEER_VENV)/bin/pip install --quiet --upgrade pip
+	$(PEER_VENV)/bin/pip install --quiet -r bench/peer-requirements.txt
+	@touch $(PEER_STAMP)
+
+bench-peer: $(STAMP) $(PEER_STAMP) ## slmtune vs Olive 0.13 on the same fine-tuning work, alternating pairs -> bench/peer.json (PEER_ARGS=--pairs 1)
+	$(BIN)/python -m slmtune.bench.peer --out bench $(PEER_ARGS)
+
 gpu-check: $(STAMP) ## on a CUDA machine: LoRA vs QLoRA peak memory, tokens/s (Phi-3-mini shape) -> bench/
 	PY=$(BIN)/python WHEELS=/nonexistent bash scripts/gpu_check.sh
 
@@ -73,6 +85,6 @@ pull-model: $(STAMP) ## fetch just models/int4 of a git revision or experiment i
 	@echo "serve it: $(BIN)/slmtune classify \"what a day\" --model-path $(OUT)"
 
 clean: ## remove the virtual environment and caches (not DVC's cache)
-	rm -rf $(VENV) node_modules .pytest_cache .ruff_cache .slmtune-cache
+	rm -rf $(VENV) $(PEER_VENV) node_modules .pytest_cache .ruff_cache .slmtune-cache
 
-.PHONY: help setup setup-test pull-model params repro train exp plots bench gpu-check test lint push pull clean
+.PHONY: help setup setup-test pull-model params repro train exp plots bench bench-peer gpu-check test lint push pull clean

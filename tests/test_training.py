@@ -195,3 +195,50 @@ def test_the_cpu_isa_pin_overrides_the_callers_kernel_settings(prepared_workspac
     assert "ATen kernels DEFAULT" in result.stdout
     other = tensors(prepared_workspace / "unpinned")
     assert any(not bool((first[name] == other[name]).all()) for name in first)
+
+
+LABELLED_HEAD_CHECK = """
+import json, sys
+from pathlib import Path
+from slmtune.stages.common import stage_params
+params = stage_params("params.yaml")
+import torch
+from trl import SFTTrainer
+from slmtune.labelled_head import score_labelled_positions
+from slmtune.models import load_tokenizer
+from slmtune.training import load_for_training, lora_config, prompt_completion_dataset, sft_config
+data, base = Path("data/prepared"), Path("models/base")
+trainer = SFTTrainer(model=load_for_training(params, base), args=sft_config(params, Path(sys.argv[1])),
+                     train_dataset=prompt_completion_dataset(data / "train.jsonl"),
+                     eval_dataset=prompt_completion_dataset(data / "val.jsonl"),
+                     processing_class=load_tokenizer(base), peft_config=lora_config(params))
+model = trainer.model.eval()  # no dropout: both passes see the same network
+batch = trainer._prepare_inputs(next(iter(trainer.get_train_dataloader())))
+def outputs():
+    model.zero_grad()
+    out = model(**batch, fused_lm_head=True)
+    out.loss.backward()
+    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+    return out, grads
+full, full_grads = outputs()
+assert score_labelled_positions(model)
+labelled, labelled_grads = outputs()
+print(json.dumps({
+    "loss": [full.loss.item(), labelled.loss.item()],
+    "entropy": [full.entropy.sum().item(), labelled.entropy.sum().item()],
+    "top1": [int(full.is_top1.sum()), int(labelled.is_top1.sum())],
+    "labels": [int(full.label_mask.sum()), int(labelled.label_mask.sum())],
+    "grad_error": max(float((full_grads[n] - labelled_grads[n]).abs().max()) for n in full_grads),
+    "grad_scale": max(float(g.abs().max()) for g in full_grads.values()),
+}))
+"""
+
+
+def test_the_labelled_head_gives_trls_loss_metrics_and_gradients(prepared_workspace):
+    """Scoring only the labelled positions changes where the head computes, not what it computes."""
+    result = sh([sys.executable, "-c", LABELLED_HEAD_CHECK, "checkpoints"], prepared_workspace)
+    figures = json.loads(result.stdout.strip().splitlines()[-1])
+    assert figures["loss"][1] == pytest.approx(figures["loss"][0], rel=1e-5)
+    assert figures["entropy"][1] == pytest.approx(figures["entropy"][0], rel=1e-4)
+    assert figures["top1"][0] == figures["top1"][1] and figures["labels"][0] == figures["labels"][1] > 0
+    assert figures["grad_error"] <= 1e-5 * max(1.0, figures["grad_scale"])

@@ -182,7 +182,7 @@ def train_adapter(
     else:
         result = trainer.train(resume_from_checkpoint=resume)
     elapsed = time.perf_counter() - start
-    evaluation = trainer.evaluate()
+    evaluation = _evaluation_at(trainer.state.log_history, trainer.state.global_step) or trainer.evaluate()
     for callback in callbacks:
         callback.live.end()
     if adapter_dir is not None:
@@ -232,6 +232,16 @@ def _checkpoint_progress(checkpoint: str | None) -> tuple[int, int]:
 
     state = json.loads((Path(checkpoint) / "trainer_state.json").read_text())
     return int(state["global_step"]), int(state.get("num_input_tokens_seen", 0))
+
+
+def _evaluation_at(history: list[dict[str, Any]], step: int) -> dict[str, Any] | None:
+    """The evaluation logged at `step` (the last epoch's, with `eval_strategy: epoch`), or None.
+
+    The model has not changed since: evaluating it again would cost a pass over the validation split
+    (seconds on a real model) for the same figures.
+    """
+    logged = [entry for entry in history if "eval_loss" in entry and int(entry.get("step", -1)) == step]
+    return logged[-1] if logged else None
 
 
 def _finished(checkpoint: str) -> bool:

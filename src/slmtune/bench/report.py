@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 from pathlib import Path
 from typing import Any
 
@@ -48,12 +49,33 @@ def _target(key: str, what: str, measured: float, comparison: str, goal: float) 
 
 
 def write(results: dict[str, Any], out: Path) -> list[Path]:
-    """Write results.json, README.md and the plot into `out`, each atomically."""
+    """Write results.json, README.md (keeping the sections other benchmarks wrote) and the plot, each atomically."""
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / RESULTS, results)
-    atomic_write_text(out / TABLE, markdown(results))
+    kept = _sections(out / TABLE)
+    atomic_write_text(out / TABLE, markdown(results) + "".join(f"\n{section}" for section in kept))
     atomic_write_bytes(out / PLOT, plot_png(results))
     return [out / RESULTS, out / TABLE, out / PLOT]
+
+
+def _markers(name: str) -> tuple[str, str]:
+    return f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+
+
+def _sections(path: Path) -> list[str]:
+    """The marked sections of a README (`replace_section`'s), markers included, in order."""
+    text = path.read_text(encoding="utf-8") if path.is_file() else ""
+    return [match.group(0) for match in re.finditer(r"<!-- ([\w-]+):start -->.*?<!-- \1:end -->\n", text, flags=re.S)]
+
+
+def replace_section(path: Path, name: str, body: str) -> None:
+    """Put `body` between `name`'s markers in the README at `path` (appended if absent), atomically."""
+    start, end = _markers(name)
+    text = path.read_text(encoding="utf-8") if path.is_file() else "# Benchmarks\n"
+    section = f"{start}\n{body.rstrip()}\n{end}\n"
+    pattern = re.compile(re.escape(start) + r".*?" + re.escape(end) + r"\n?", flags=re.S)
+    text = pattern.sub(lambda _: section, text) if pattern.search(text) else f"{text.rstrip()}\n\n{section}"
+    atomic_write_text(path, text)
 
 
 def _spread(figure: dict[str, Any], digits: int = 1) -> str:
