@@ -44,6 +44,10 @@ CHECKED_ELSEWHERE = {
     r"make train HW=azureml": "test_azureml (the job, built and validated offline)",
     r"make bench": "test_bench (the same code, --quick)",
     r"make bench BENCH_ARGS=.*": "test_bench (overrides and options)",
+    r"make bench-peer( PEER_ARGS=.*)?": (
+        "test_peer (every part but Olive, whose environment takes minutes to install; the make target's "
+        "own run is committed in bench/peer.json)"
+    ),
 }
 # Out of reach of this machine: what each needs.
 NOT_HERE = {
