@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from slmtune.bench.models import Workspace as ModelWorkspace
 from slmtune.config import Params
 from slmtune.errors import ConfigError
 
@@ -56,22 +57,12 @@ class Job:
 
 
 @dataclasses.dataclass(frozen=True)
-class Workspace:
-    """A job's folder: params, the prepared splits and base, and one folder per run."""
-
-    root: Path
+class Workspace(ModelWorkspace):
+    """The bench's work folder (splits in data/, the base in base/), plus params.yaml and one folder per run."""
 
     @property
     def params(self) -> Path:
         return self.root / "params.yaml"
-
-    @property
-    def data(self) -> Path:
-        return self.root / "data"
-
-    @property
-    def base(self) -> Path:
-        return self.root / "base"
 
     def run(self, tool: str, number: int) -> Path:
         return self.root / f"{tool}-{number}"
@@ -105,13 +96,12 @@ def total_steps(params: Params, rows: int) -> int:
 
 def prepare_workspace(job: Job, workspace: Workspace) -> Params:
     """Splits and base for the job (`prepare`, with the bench model's vocabulary grown), and params.yaml."""
-    from slmtune.bench.models import Workspace as ModelWorkspace
     from slmtune.bench.models import prepare_base
     from slmtune.config import compose, write_params
     from slmtune.data import read_jsonl
 
     workspace.root.mkdir(parents=True, exist_ok=True)
-    prepare_base(ModelWorkspace(workspace.root), compose(job_overrides(job)))
+    prepare_base(workspace, compose(job_overrides(job)))
     return write_params(workspace.params, job_overrides(job, rows=len(read_jsonl(workspace.data / "train.jsonl"))))
 
 
