@@ -161,7 +161,9 @@ def train_adapter(
     tokenizer = load_tokenizer(base_dir, params.model.trust_remote_code)
     model = load_for_training(params, base_dir)
     resume = last_checkpoint(checkpoints)
-    resumed_step, resumed_tokens = _checkpoint_progress(resume)  # read now: newer checkpoints replace it
+    saved = _checkpoint_state(resume)  # read now: newer checkpoints replace it
+    resumed_step = saved.global_step if saved else 0
+    resumed_tokens = int(saved.num_input_tokens_seen or 0) if saved else 0
     callbacks = [_live_callback(checkpoints / "live", resume is not None)] if adapter_dir is not None else []
     trainer = SFTTrainer(
         model=model,
@@ -177,8 +179,8 @@ def train_adapter(
         print(f"[slmtune] resuming from {resume}", flush=True)
     trainable, total = count_parameters(trainer.model)
     start = time.perf_counter()
-    if resume and _finished(resume):
-        result = _restore_finished_run(trainer, resume)
+    if saved and saved.global_step >= saved.max_steps:  # the process died after the run's last checkpoint
+        result = _restore_finished_run(trainer, resume, saved)
     else:
         result = trainer.train(resume_from_checkpoint=resume)
     elapsed = time.perf_counter() - start
@@ -224,14 +226,13 @@ def save_adapter(model, tokenizer, folder: Path) -> None:
     path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
-def _checkpoint_progress(checkpoint: str | None) -> tuple[int, int]:
-    """(global step, non-padding tokens seen) saved in a checkpoint; (0, 0) for a fresh run."""
+def _checkpoint_state(checkpoint: str | None):
+    """The TrainerState saved in a checkpoint (step, tokens seen, log history), or None for a fresh run."""
     if checkpoint is None:
-        return 0, 0
-    import json
+        return None
+    from transformers import TrainerState
 
-    state = json.loads((Path(checkpoint) / "trainer_state.json").read_text())
-    return int(state["global_step"]), int(state.get("num_input_tokens_seen", 0))
+    return TrainerState.load_from_json(str(Path(checkpoint) / "trainer_state.json"))
 
 
 def _evaluation_at(history: list[dict[str, Any]], step: int) -> dict[str, Any] | None:
@@ -244,15 +245,7 @@ def _evaluation_at(history: list[dict[str, Any]], step: int) -> dict[str, Any] |
     return logged[-1] if logged else None
 
 
-def _finished(checkpoint: str) -> bool:
-    """Whether `checkpoint` was saved at the run's last step (the process died after it, before the outputs)."""
-    import json
-
-    state = json.loads((Path(checkpoint) / "trainer_state.json").read_text())
-    return int(state["global_step"]) >= int(state["max_steps"])
-
-
-def _restore_finished_run(trainer, checkpoint: str):
+def _restore_finished_run(trainer, checkpoint: str, state):
     """Load a finished run's adapter and state from its last checkpoint, without training.
 
     transformers 5.23 resumes a run whose last checkpoint is its last step (a fractional epoch) by
@@ -260,12 +253,11 @@ def _restore_finished_run(trainer, checkpoint: str):
     """
     from peft import set_peft_model_state_dict
     from safetensors.torch import load_file
-    from transformers import TrainerState
     from transformers.trainer_utils import TrainOutput
 
     print(f"[slmtune] {checkpoint} is the run's last step: restoring it, nothing left to train", flush=True)
     set_peft_model_state_dict(trainer.model, load_file(str(Path(checkpoint) / "adapter_model.safetensors")))
-    trainer.state = TrainerState.load_from_json(str(Path(checkpoint) / "trainer_state.json"))
+    trainer.state = state
     return TrainOutput(global_step=trainer.state.global_step, training_loss=0.0, metrics={})
 
 

@@ -34,7 +34,6 @@ from slmtune.errors import ConfigError
 
 PEER_VENV = Path(".venv-peer")
 TOOLS = ("slmtune", "olive")
-STAGES = ("train_lora", "merge", "build_int4")
 OLIVE_ENV = {"OLIVE_DISABLE_TELEMETRY": "1", "HF_HUB_OFFLINE": "1"}
 NO_CHECKPOINT = 10**6  # train.save_steps beyond any run here
 MAX_SEQ_LEN = 64  # Olive pads (and truncates) every row to this many tokens; the longest row must fit
@@ -294,17 +293,19 @@ def _total(processes: list[Process]) -> dict[str, float]:
 def accuracy(folder: Path, workspace: Workspace, params: Params) -> float:
     """Test-split accuracy of an int4 folder with slmtune's classifier (the base's task card given to Olive's)."""
     from slmtune.data import read_jsonl
+    from slmtune.evaluation import classification_metrics
     from slmtune.prompts import TASK_FILE, Task
     from slmtune.scoring import load_classifier, predict
 
+    task = Task.load(workspace.base)
     if not (folder / TASK_FILE).is_file():
-        Task.load(workspace.base).save(folder)
+        task.save(folder)
     classifier = load_classifier(
         folder, batch_size=params.eval.batch_size, max_new_tokens=params.eval.max_new_tokens, hw=params.hw
     )
     rows = read_jsonl(workspace.data / "test.jsonl")
     predicted = predict(classifier, [row["phrase"] for row in rows])
-    return round(sum(p == row["label"] for p, row in zip(predicted, rows, strict=True)) / len(rows), 4)
+    return classification_metrics([row["label"] for row in rows], predicted, task.labels)["accuracy"]
 
 
 def summarise(runs: dict[str, list[dict[str, Any]]], tokens_per_row: list[int], params: Params) -> dict[str, Any]:
@@ -400,19 +401,14 @@ def _settings(params: Params) -> dict[str, Any]:
 
 
 def versions(olive: Path) -> dict[str, dict[str, str]]:
-    """The versions that did the work, on each side."""
+    """The versions that did the work, on each side (Olive's read by its own interpreter)."""
+    from importlib.metadata import version
+
     names = ["torch", "transformers", "peft", "accelerate", "onnxruntime", "onnxruntime-genai"]
     probe = "import importlib.metadata as m, json, sys; print(json.dumps({n: m.version(n) for n in sys.argv[1:]}))"
-    mine = json.loads(
-        subprocess.run([sys.executable, "-c", probe, "trl", *names], capture_output=True, text=True, check=True).stdout
-    )
-    python = olive.parent / "python"
-    theirs = json.loads(
-        subprocess.run(
-            [str(python), "-c", probe, "olive-ai", *names], capture_output=True, text=True, check=True
-        ).stdout
-    )
-    return {"slmtune": mine, "olive": theirs}
+    command = [str(olive.parent / "python"), "-c", probe, "olive-ai", *names]
+    theirs = json.loads(subprocess.run(command, capture_output=True, text=True, check=True).stdout)
+    return {"slmtune": {name: version(name) for name in ["trl", *names]}, "olive": theirs}
 
 
 def markdown(results: dict[str, Any]) -> str:
