@@ -197,6 +197,26 @@ def test_the_cpu_isa_pin_overrides_the_callers_kernel_settings(prepared_workspac
     assert any(not bool((first[name] == other[name]).all()) for name in first)
 
 
+LEFT_OUT_CHECK = """
+import sys
+from slmtune.stages.common import stage_params
+stage_params("params.yaml", scipy=sys.argv[1] == "scipy")
+import peft, transformers.trainer, trl
+from transformers.utils import is_scipy_available
+print(sorted(name for name in ("scipy", "bitsandbytes") if sys.modules.get(name)), is_scipy_available())
+if sys.argv[1] == "scipy":
+    from sklearn.metrics import f1_score
+"""
+
+
+@pytest.mark.parametrize(("stage", "loaded"), [("train", "[] False"), ("scipy", "['scipy'] True")])
+def test_a_stage_loads_neither_scipy_nor_bitsandbytes_unless_it_computes_with_them(stage, loaded):
+    """peft imports bitsandbytes and transformers scipy.optimize wherever they are installed; only QLoRA
+    and eval's metrics compute with them, and every other stage starts faster without them."""
+    result = sh([sys.executable, "-c", LEFT_OUT_CHECK, stage], ROOT)
+    assert result.stdout.strip().splitlines()[-1] == loaded
+
+
 LABELLED_HEAD_CHECK = """
 import json, sys
 from pathlib import Path

@@ -8,8 +8,10 @@ environment before torch (and MKL, oneDNN) first load.
 from __future__ import annotations
 
 import os
+import platform
 import sys
 from collections.abc import Mapping
+from pathlib import Path
 
 from slmtune.errors import HardwareError
 
@@ -86,23 +88,28 @@ def keep_freed_memory() -> bool:
     return all(mallopt(parameter, value) == 1 for parameter, value in KEEP_FREED_BYTES.items())
 
 
-def skip_bitsandbytes() -> None:
-    """Make bitsandbytes look absent to this process, as Python does for a `sys.modules` entry of None.
+def leave_out(package: str) -> None:
+    """Make `package` look absent to this process, as Python does for a `sys.modules` entry of None.
 
-    Only QLoRA training computes with it, but peft imports it wherever it is installed, and its import
-    compiles kernels with torch.compile: about 0.9 s of every stage that loads peft.
+    For packages that libraries import because they are installed, not because this process computes
+    with them: peft imports bitsandbytes (whose import compiles kernels with torch.compile, about 0.9 s),
+    transformers imports scipy.optimize for its object-detection losses (about 0.7 s).
     """
-    if "bitsandbytes" not in sys.modules:
-        sys.modules["bitsandbytes"] = None
+    if package not in sys.modules:
+        sys.modules[package] = None
 
 
-def set_up_process(cpu_isa: str | None, num_threads: int, offline: bool = True, bitsandbytes: bool = False) -> None:
+def set_up_process(
+    cpu_isa: str | None, num_threads: int, offline: bool = True, bitsandbytes: bool = False, scipy: bool = True
+) -> None:
     """What a process of the pipeline does before its work: keep freed memory for reuse, pin the kernels
     (`hw.cpu_isa`), set the thread count (`hw.num_threads`), go offline unless a download is due, and
-    leave bitsandbytes out unless it computes (QLoRA). Before torch loads."""
+    leave bitsandbytes and scipy out unless it computes with them (QLoRA; eval's metrics). Before torch loads."""
     keep_freed_memory()
     if not bitsandbytes:
-        skip_bitsandbytes()
+        leave_out("bitsandbytes")
+    if not scipy:
+        leave_out("scipy")
     pin_cpu_isa(cpu_isa)
     configure_threads(num_threads)
     if offline:
@@ -116,6 +123,25 @@ def kernel_capability() -> str:
     import torch
 
     return torch.backends.cpu.get_cpu_capability()
+
+
+def cpu_vendor() -> str:
+    """The CPU's vendor (GenuineIntel, AuthenticAMD, ...) from /proc/cpuinfo; the machine type elsewhere."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "vendor_id":
+                return value.strip()
+    except OSError:
+        pass
+    return platform.machine() or "unknown"
+
+
+def kernel_signature() -> str:
+    """What decides how this machine's CPU kernels round besides params: the vendor, ATen's instruction set
+    and MKL's code branch. MKL takes vendor-specific paths under every MKL_CBWR branch but COMPATIBLE,
+    so two machines reproduce each other's adapters bit for bit only when their signatures are equal."""
+    return f"{cpu_vendor()} ATen={kernel_capability()} MKL_CBWR={os.environ.get('MKL_CBWR', 'AUTO')}"
 
 
 def child_env(base: Mapping[str, str] | None = None, offline: bool = True) -> dict[str, str]:

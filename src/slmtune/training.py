@@ -8,10 +8,11 @@ from typing import Any
 
 from slmtune.config import Params
 from slmtune.data import read_jsonl
+from slmtune.environment import kernel_signature
 
 # What train_adapter reports about this run on this machine (metrics/train_run.json), apart from the figures
 # that params and data decide (metrics/train.json): the latter reproduce exactly, the former never do.
-RUN_KEYS = ("tokens_per_second", "peak_memory_mb", "train_runtime_s", "resumed_from_step")
+RUN_KEYS = ("tokens_per_second", "peak_memory_mb", "train_runtime_s", "resumed_from_step", "cpu_kernels")
 WALL_CLOCK_SUFFIXES = ("runtime", "_per_second")
 
 
@@ -206,6 +207,7 @@ def train_adapter(
         "tokens_per_second": round((tokens - resumed_tokens) / elapsed, 1) if elapsed > 0 else None,
         "peak_memory_mb": peak_memory_mb(params.hw.device),
         "train_runtime_s": round(elapsed, 2),
+        "cpu_kernels": kernel_signature() if params.hw.device == "cpu" else None,
     }
 
 

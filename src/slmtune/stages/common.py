@@ -22,13 +22,15 @@ def parser(description: str) -> argparse.ArgumentParser:
     return parse
 
 
-def stage_params(path: str, offline: bool = True, bitsandbytes: Callable[[Params], bool] | None = None) -> Params:
+def stage_params(
+    path: str, offline: bool = True, bitsandbytes: Callable[[Params], bool] | None = None, scipy: bool = False
+) -> Params:
     """Read params.yaml and set up this process for them: kernels pinned, thread count set, offline unless
-    a download is due (both kernels and threads decide how floating-point sums round), and bitsandbytes
-    left out unless `bitsandbytes(params)` says the stage computes with it."""
+    a download is due (both kernels and threads decide how floating-point sums round), bitsandbytes
+    left out unless `bitsandbytes(params)` says the stage computes with it, scipy unless `scipy`."""
     params = load_params(path)
     uses_bitsandbytes = bitsandbytes is not None and bitsandbytes(params)
-    set_up_process(params.hw.cpu_isa, params.hw.num_threads, offline, bitsandbytes=uses_bitsandbytes)
+    set_up_process(params.hw.cpu_isa, params.hw.num_threads, offline, bitsandbytes=uses_bitsandbytes, scipy=scipy)
     return params
 
 

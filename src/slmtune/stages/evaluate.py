@@ -23,7 +23,7 @@ def main(argv: list[str] | None = None) -> None:
     parse.add_argument("--run-metrics", type=Path, default=Path("metrics/eval_run.json"), help="wall-clock figures")
     args = parse.parse_args(argv)
     outputs = Outputs(args.metrics, args.plots, args.comparison, args.latency, args.run_metrics)
-    run("eval", lambda: evaluate(stage_params(args.params), args.test, args.models, outputs))
+    run("eval", lambda: evaluate(stage_params(args.params, scipy=True), args.test, args.models, outputs))
 
 
 @dataclass(frozen=True)
