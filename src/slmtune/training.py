@@ -104,6 +104,24 @@ def sft_config(params: Params, output_dir: Path):
     )
 
 
+def count_flops_once(trainer) -> None:
+    """Have `trainer` count its FLOPs (6 x tokens x non-embedding parameters) from one parameter count.
+
+    transformers' Trainer.floating_point_ops walks every module and parameter at each step for a count
+    that training never changes (3% of a tiny-default step); its docs invite overriding the method.
+    """
+    model = trainer.model
+    if not hasattr(model, "num_parameters"):
+        return
+    parameters = model.num_parameters(exclude_embeddings=True)
+    main_input = getattr(model, "main_input_name", "input_ids")
+
+    def floating_point_ops(inputs) -> int:
+        return 6 * inputs[main_input].numel() * parameters if main_input in inputs else 0
+
+    trainer.floating_point_ops = floating_point_ops
+
+
 def count_parameters(model) -> tuple[int, int]:
     """(trainable, total) parameter counts."""
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
@@ -155,6 +173,7 @@ def train_adapter(
     from trl import SFTTrainer
 
     from slmtune.checkpoints import last_checkpoint
+    from slmtune.dropout import use_bitmask_dropout
     from slmtune.labelled_head import score_labelled_positions
     from slmtune.models import load_tokenizer
 
@@ -176,6 +195,9 @@ def train_adapter(
         callbacks=[_log_last_step(), *callbacks, *(extra_callbacks or [])],
     )
     score_labelled_positions(trainer.model)
+    if params.hw.device == "cpu":
+        use_bitmask_dropout(trainer.model)
+    count_flops_once(trainer)
     if resume:
         print(f"[slmtune] resuming from {resume}", flush=True)
     trainable, total = count_parameters(trainer.model)
