@@ -195,8 +195,7 @@ def train_adapter(
         callbacks=[_log_last_step(), *callbacks, *(extra_callbacks or [])],
     )
     score_labelled_positions(trainer.model)
-    if params.hw.device == "cpu":
-        use_bitmask_dropout(trainer.model)
+    use_bitmask_dropout(trainer.model)  # torch's own dropout off the CPU
     count_flops_once(trainer)
     if resume:
         print(f"[slmtune] resuming from {resume}", flush=True)
