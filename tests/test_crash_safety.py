@@ -28,7 +28,11 @@ COMPLETE = {
 JSON_OUTPUTS = ["metrics/train.json", "metrics/eval.json", "plots/artifacts.json"]
 EPOCHS = 2.0  # a shorter training than the default's 5 epochs: enough to be killed, resumed and accurate
 # Seconds after a stage's start line (train_lora: its first checkpoint) at which it is still working.
-KILL_AFTER = {"prepare": 1.0, "train_lora": 1.0, "merge": 1.5, "build_int4": 2.0, "eval": 3.0}
+KILL_AFTER = {"prepare": 1.0, "train_lora": 1.0, "merge": 0.0, "build_int4": 2.0, "eval": 3.0}
+# The merge writes its folder in a few milliseconds after a second of imports: it is run in short
+# slices (SIGCONT, a millisecond, SIGSTOP) until its temporary output folder has files, then killed.
+STEP_UNTIL = {"merge": "models/.merged.*.tmp/*"}
+SLICE_SECONDS = 0.001
 
 
 def assert_no_partial_output(project: Path) -> None:
@@ -41,6 +45,16 @@ def assert_no_partial_output(project: Path) -> None:
         path = project / name
         if path.exists():
             json.loads(path.read_text())  # whole, or not there at all
+
+
+def step_until(process: subprocess.Popen, project: Path, pattern: str, deadline: float) -> None:
+    """Run the process group in slices of SLICE_SECONDS until `pattern` matches; leave it stopped."""
+    os.killpg(process.pid, signal.SIGSTOP)
+    while not list(project.glob(pattern)):
+        assert process.poll() is None and time.monotonic() < deadline
+        os.killpg(process.pid, signal.SIGCONT)
+        time.sleep(SLICE_SECONDS)
+        os.killpg(process.pid, signal.SIGSTOP)
 
 
 def kill_during(project: Path, stage: str, log: Path) -> None:
@@ -59,6 +73,8 @@ def kill_during(project: Path, stage: str, log: Path) -> None:
         while not list(project.glob(".slmtune-cache/train_lora/*/checkpoint-*/trainer_state.json")):
             assert process.poll() is None and time.monotonic() < deadline
             time.sleep(0.05)
+    if stage in STEP_UNTIL:
+        step_until(process, project, STEP_UNTIL[stage], deadline)
     time.sleep(KILL_AFTER[stage])
     assert f"stage {stage}: done" not in log.read_text(), f"{stage} finished before the kill"
     os.killpg(process.pid, signal.SIGKILL)

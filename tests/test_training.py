@@ -262,3 +262,17 @@ def test_the_labelled_head_gives_trls_loss_metrics_and_gradients(prepared_worksp
     assert figures["entropy"][1] == pytest.approx(figures["entropy"][0], rel=1e-4)
     assert figures["top1"][0] == figures["top1"][1] and figures["labels"][0] == figures["labels"][1] > 0
     assert figures["grad_error"] <= 1e-5 * max(1.0, figures["grad_scale"])
+
+
+@pytest.mark.parametrize("kernel", ["eager", "sdpa"])
+def test_training_loads_the_base_with_the_profiles_attention_kernel(tmp_path, kernel):
+    """hw.attn_implementation picks transformers' attention for training (eager is faster on short CPU rows)."""
+    from slmtune.config import compose
+    from slmtune.models import materialise_base
+    from slmtune.training import load_for_training
+
+    params = compose([f"hw.attn_implementation={kernel}"])
+    base = tmp_path / "base"
+    base.mkdir()
+    materialise_base(params.model, ["what a day", "I am scared of the dark"] * 20, params.seed, base)
+    assert load_for_training(params, base).config._attn_implementation == kernel

@@ -221,8 +221,15 @@ def load_tokenizer(folder: Path | str, trust_remote_code: bool = False):
         raise ModelError(f"{folder}: cannot load the tokenizer: {_first_line(err)}; {RESTORE_HINT}") from err
 
 
-def load_causal_lm(folder: Path | str, hw: HwConfig | None = None, trust_remote_code: bool = False, quantization=None):
-    """Load a causal LM from safetensors in the profile's dtype and device (optionally 4-bit), in eval mode."""
+def load_causal_lm(
+    folder: Path | str,
+    hw: HwConfig | None = None,
+    trust_remote_code: bool = False,
+    quantization=None,
+    attn_implementation: str | None = None,
+):
+    """Load a causal LM from safetensors in the profile's dtype and device (optionally 4-bit), in eval mode,
+    with transformers' default attention kernel unless `attn_implementation` names one."""
     check_model_folder(folder)
     if trust_remote_code:
         warn_remote_code(folder)
@@ -238,6 +245,7 @@ def load_causal_lm(folder: Path | str, hw: HwConfig | None = None, trust_remote_
             trust_remote_code=trust_remote_code,
             quantization_config=quantization,
             device_map={"": device} if quantization is not None else None,
+            **({"attn_implementation": attn_implementation} if attn_implementation else {}),
         )
     except Exception as err:  # a damaged or mismatched folder; the cause is kept for --debug
         raise ModelError(f"{folder}: cannot load the model: {_first_line(err)}; {RESTORE_HINT}") from err

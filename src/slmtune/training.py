@@ -141,11 +141,14 @@ def peak_memory_mb(device: str) -> float:
 
 
 def load_for_training(params: Params, base_dir: Path):
-    """The base model in the profile's dtype, or in 4 bits (prepared for k-bit training) for QLoRA."""
+    """The base model in the profile's dtype and attention kernel, or in 4 bits (prepared for k-bit training)
+    for QLoRA."""
     from slmtune.models import load_causal_lm
 
     quantization = quantization_config(params)
-    model = load_causal_lm(base_dir, params.hw, params.model.trust_remote_code, quantization)
+    model = load_causal_lm(
+        base_dir, params.hw, params.model.trust_remote_code, quantization, params.hw.attn_implementation
+    )
     if quantization is not None:
         from peft import prepare_model_for_kbit_training
 

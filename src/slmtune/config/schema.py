@@ -72,6 +72,9 @@ class HwConfig:
     num_processes: int = setting("processes per node for torchrun; 0 = one per local GPU", **at_least(0))
     distributed: str = setting("data-parallel strategy", choices=("none", "ddp", "fsdp"))
     optim: str = setting("transformers optimizer name (paged_adamw_32bit for QLoRA on CUDA)")
+    attn_implementation: str = setting(
+        "transformers attention kernel for training", choices=("eager", "sdpa", "flash_attention_2")
+    )
     azureml: AzureMLConfig = setting("Azure ML submission settings (launcher=azureml)")
 
 

@@ -1,4 +1,4 @@
-"""Stage merge: merge the adapter into the base model, check the logits, save safetensors."""
+"""Stage merge: merge the adapter into the base model in float32, save safetensors, config and tokenizer."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from slmtune.atomic import atomic_outputs
 from slmtune.config import Params
 from slmtune.stages.common import parser, run, stage_params
 
+# Phrases whose logits the peft merge (adapters the tensor merge does not cover) checks against base+adapter.
 CHECK_PHRASES = [
     "cricket is a wonderful sport!",
     "I miss my grandmother every single day.",
@@ -35,11 +36,10 @@ def merge(params: Params, base: Path, adapter: Path, out: Path) -> None:
     check_adapter_folder(adapter)
     task = Task.load(adapter)
     with atomic_outputs(out) as (merged_tmp,):
-        difference = merge_adapter(
-            base, adapter, merged_tmp, task.instruction, CHECK_PHRASES, params.model.trust_remote_code
-        )
+        trust_remote_code = params.model.trust_remote_code
+        report = merge_adapter(base, adapter, merged_tmp, task.instruction, CHECK_PHRASES, trust_remote_code)
         task.save(merged_tmp)
-    print(f"[slmtune] merged; max |logit difference| vs base+adapter = {difference:.2e}", flush=True)
+    print(f"[slmtune] {report.summary()}", flush=True)
 
 
 if __name__ == "__main__":
