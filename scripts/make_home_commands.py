@@ -65,17 +65,51 @@ class Verb:
 
 
 GERUND = {
-    "abort": "aborting", "activate": "activating", "begin": "beginning", "bolt": "bolting",
-    "boot": "booting", "brighten": "brightening", "bring": "bringing", "call": "calling",
-    "cancel": "cancelling", "close": "closing", "come": "coming", "crack": "cracking",
-    "cut": "cutting", "deactivate": "deactivating", "dim": "dimming", "draw": "drawing",
-    "fire": "firing", "flick": "flicking", "get": "getting", "go": "going", "halt": "halting",
-    "head": "heading", "kick": "kicking", "kill": "killing", "lift": "lifting", "lock": "locking",
-    "lower": "lowering", "open": "opening", "part": "parting", "power": "powering",
-    "pull": "pulling", "put": "putting", "raise": "raising", "roll": "rolling", "run": "running",
-    "secure": "securing", "send": "sending", "shut": "shutting", "start": "starting",
-    "stop": "stopping", "switch": "switching", "tone": "toning", "turn": "turning",
-    "unbolt": "unbolting", "unlock": "unlocking",
+    "abort": "aborting",
+    "activate": "activating",
+    "begin": "beginning",
+    "bolt": "bolting",
+    "boot": "booting",
+    "brighten": "brightening",
+    "bring": "bringing",
+    "call": "calling",
+    "cancel": "cancelling",
+    "close": "closing",
+    "come": "coming",
+    "crack": "cracking",
+    "cut": "cutting",
+    "deactivate": "deactivating",
+    "dim": "dimming",
+    "draw": "drawing",
+    "fire": "firing",
+    "flick": "flicking",
+    "get": "getting",
+    "go": "going",
+    "halt": "halting",
+    "head": "heading",
+    "kick": "kicking",
+    "kill": "killing",
+    "lift": "lifting",
+    "lock": "locking",
+    "lower": "lowering",
+    "open": "opening",
+    "part": "parting",
+    "power": "powering",
+    "pull": "pulling",
+    "put": "putting",
+    "raise": "raising",
+    "roll": "rolling",
+    "run": "running",
+    "secure": "securing",
+    "send": "sending",
+    "shut": "shutting",
+    "start": "starting",
+    "stop": "stopping",
+    "switch": "switching",
+    "tone": "toning",
+    "turn": "turning",
+    "unbolt": "unbolting",
+    "unlock": "unlocking",
 }
 
 SWITCHED = ("light", "fan", "heater", "air_conditioner", "tv", "speaker")
@@ -192,8 +226,18 @@ STATES: dict[str, list[tuple[str, tuple[str, ...] | None]]] = {
 # Devices: the nouns that name each one, (text, plural, weight). The device is the noun.
 # --------------------------------------------------------------------------------------
 
-ALL_ROOMS = ("kitchen", "living_room", "bedroom", "bathroom", "office", "hallway", "garage",
-             "dining_room", "kids_room", "basement")
+ALL_ROOMS = (
+    "kitchen",
+    "living_room",
+    "bedroom",
+    "bathroom",
+    "office",
+    "hallway",
+    "garage",
+    "dining_room",
+    "kids_room",
+    "basement",
+)
 
 
 @dataclass(frozen=True)
@@ -207,82 +251,204 @@ class Device:
     placed_nouns: tuple[tuple[str, bool, int], ...] = ()
 
 
-DEVICES: dict[str, Device] = {d.name: d for d in [
-    Device("light", ("turn_on", "turn_off", "dim", "brighten"),
-           (("lights", True, 4), ("light", False, 3), ("lamp", False, 2), ("lamps", True, 1),
-            ("ceiling light", False, 1), ("ceiling lights", True, 1), ("overhead light", False, 1),
-            ("overhead lights", True, 1), ("lighting", False, 1), ("main light", False, 1),
-            ("big light", False, 1)),
-           ALL_ROOMS, 0.6),
-    Device("fan", ("turn_on", "turn_off"),
-           (("fan", False, 4), ("ceiling fan", False, 2), ("desk fan", False, 1),
-            ("standing fan", False, 1), ("floor fan", False, 1)),
-           ALL_ROOMS, 0.6),
-    Device("heater", ("turn_on", "turn_off"),
-           (("heater", False, 4), ("heating", False, 2), ("space heater", False, 1),
-            ("radiator", False, 1), ("electric heater", False, 1), ("portable heater", False, 1)),
-           ALL_ROOMS, 0.6),
-    Device("air_conditioner", ("turn_on", "turn_off"),
-           (("air conditioner", False, 2), ("air conditioning", False, 2), ("AC", False, 2),
-            ("aircon", False, 1), ("A/C", False, 1), ("air con", False, 1), ("AC unit", False, 1)),
-           ("kitchen", "living_room", "bedroom", "office", "dining_room", "kids_room", "basement"), 0.6),
-    Device("tv", ("turn_on", "turn_off"),
-           (("TV", False, 4), ("television", False, 2), ("telly", False, 2), ("smart TV", False, 1),
-            ("TV set", False, 1)),
-           ("kitchen", "living_room", "bedroom", "office", "dining_room", "kids_room", "basement"), 0.6),
-    Device("speaker", ("turn_on", "turn_off"),
-           (("speaker", False, 3), ("speakers", True, 1), ("smart speaker", False, 1),
-            ("sound system", False, 1), ("stereo", False, 1), ("soundbar", False, 1),
-            ("bluetooth speaker", False, 1)),
-           ALL_ROOMS, 0.6),
-    Device("blinds", ("open", "close"),
-           (("blinds", True, 4), ("blind", False, 1), ("shades", True, 1), ("roller blinds", True, 1),
-            ("window blinds", True, 1)),
-           ("kitchen", "living_room", "bedroom", "bathroom", "office", "dining_room", "kids_room"), 0.6),
-    Device("curtains", ("open", "close"),
-           (("curtains", True, 4), ("drapes", True, 1), ("curtain", False, 1)),
-           ("kitchen", "living_room", "bedroom", "office", "dining_room", "kids_room"), 0.6),
-    Device("window", ("open", "close"),
-           (("window", False, 4), ("windows", True, 2), ("skylight", False, 1)),
-           ("kitchen", "living_room", "bedroom", "bathroom", "office", "hallway", "dining_room",
-            "kids_room", "basement"), 0.6),
-    # "garage door" names the device; it never carries a room (see the card).
-    Device("garage_door", ("open", "close"),
-           (("garage door", False, 1),),
-           (), 0.0),
-    Device("door_lock", ("lock", "unlock"),
-           (("door", False, 3), ("door lock", False, 1), ("smart lock", False, 1), ("deadbolt", False, 1)),
-           ("kitchen", "hallway", "basement", "bedroom", "bathroom", "office"), 0.35,
-           placed_nouns=(("front door", False, 5), ("back door", False, 2), ("side door", False, 1),
-                         ("front door lock", False, 1), ("patio door", False, 1))),
-    Device("coffee_maker", ("start", "stop"),
-           (("coffee maker", False, 3), ("coffee machine", False, 2), ("espresso machine", False, 1),
-            ("coffee pot", False, 1)),
-           ("kitchen", "office", "dining_room"), 0.45),
-    Device("dishwasher", ("start", "stop"),
-           (("dishwasher", False, 4), ("dish washer", False, 1)),
-           ("kitchen",), 0.4),
-    Device("washing_machine", ("start", "stop"),
-           (("washing machine", False, 3), ("washer", False, 1), ("laundry machine", False, 1),
-            ("laundry", False, 1)),
-           ("kitchen", "bathroom", "basement", "garage"), 0.5),
-    Device("robot_vacuum", ("start", "stop"),
-           (("robot vacuum", False, 2), ("Roomba", False, 2), ("robot hoover", False, 1),
-            ("hoover robot", False, 1), ("robovac", False, 1), ("vacuum robot", False, 1),
-            ("robot vac", False, 1), ("vacuum", False, 1)),
-           ("kitchen", "living_room", "bedroom", "bathroom", "office", "hallway", "dining_room",
-            "kids_room"), 0.6),
-]}
+DEVICES: dict[str, Device] = {
+    d.name: d
+    for d in [
+        Device(
+            "light",
+            ("turn_on", "turn_off", "dim", "brighten"),
+            (
+                ("lights", True, 4),
+                ("light", False, 3),
+                ("lamp", False, 2),
+                ("lamps", True, 1),
+                ("ceiling light", False, 1),
+                ("ceiling lights", True, 1),
+                ("overhead light", False, 1),
+                ("overhead lights", True, 1),
+                ("lighting", False, 1),
+                ("main light", False, 1),
+                ("big light", False, 1),
+            ),
+            ALL_ROOMS,
+            0.6,
+        ),
+        Device(
+            "fan",
+            ("turn_on", "turn_off"),
+            (
+                ("fan", False, 4),
+                ("ceiling fan", False, 2),
+                ("desk fan", False, 1),
+                ("standing fan", False, 1),
+                ("floor fan", False, 1),
+            ),
+            ALL_ROOMS,
+            0.6,
+        ),
+        Device(
+            "heater",
+            ("turn_on", "turn_off"),
+            (
+                ("heater", False, 4),
+                ("heating", False, 2),
+                ("space heater", False, 1),
+                ("radiator", False, 1),
+                ("electric heater", False, 1),
+                ("portable heater", False, 1),
+            ),
+            ALL_ROOMS,
+            0.6,
+        ),
+        Device(
+            "air_conditioner",
+            ("turn_on", "turn_off"),
+            (
+                ("air conditioner", False, 2),
+                ("air conditioning", False, 2),
+                ("AC", False, 2),
+                ("aircon", False, 1),
+                ("A/C", False, 1),
+                ("air con", False, 1),
+                ("AC unit", False, 1),
+            ),
+            ("kitchen", "living_room", "bedroom", "office", "dining_room", "kids_room", "basement"),
+            0.6,
+        ),
+        Device(
+            "tv",
+            ("turn_on", "turn_off"),
+            (
+                ("TV", False, 4),
+                ("television", False, 2),
+                ("telly", False, 2),
+                ("smart TV", False, 1),
+                ("TV set", False, 1),
+            ),
+            ("kitchen", "living_room", "bedroom", "office", "dining_room", "kids_room", "basement"),
+            0.6,
+        ),
+        Device(
+            "speaker",
+            ("turn_on", "turn_off"),
+            (
+                ("speaker", False, 3),
+                ("speakers", True, 1),
+                ("smart speaker", False, 1),
+                ("sound system", False, 1),
+                ("stereo", False, 1),
+                ("soundbar", False, 1),
+                ("bluetooth speaker", False, 1),
+            ),
+            ALL_ROOMS,
+            0.6,
+        ),
+        Device(
+            "blinds",
+            ("open", "close"),
+            (
+                ("blinds", True, 4),
+                ("blind", False, 1),
+                ("shades", True, 1),
+                ("roller blinds", True, 1),
+                ("window blinds", True, 1),
+            ),
+            ("kitchen", "living_room", "bedroom", "bathroom", "office", "dining_room", "kids_room"),
+            0.6,
+        ),
+        Device(
+            "curtains",
+            ("open", "close"),
+            (("curtains", True, 4), ("drapes", True, 1), ("curtain", False, 1)),
+            ("kitchen", "living_room", "bedroom", "office", "dining_room", "kids_room"),
+            0.6,
+        ),
+        Device(
+            "window",
+            ("open", "close"),
+            (("window", False, 4), ("windows", True, 2), ("skylight", False, 1)),
+            (
+                "kitchen",
+                "living_room",
+                "bedroom",
+                "bathroom",
+                "office",
+                "hallway",
+                "dining_room",
+                "kids_room",
+                "basement",
+            ),
+            0.6,
+        ),
+        # "garage door" names the device; it never carries a room (see the card).
+        Device("garage_door", ("open", "close"), (("garage door", False, 1),), (), 0.0),
+        Device(
+            "door_lock",
+            ("lock", "unlock"),
+            (("door", False, 3), ("door lock", False, 1), ("smart lock", False, 1), ("deadbolt", False, 1)),
+            ("kitchen", "hallway", "basement", "bedroom", "bathroom", "office"),
+            0.35,
+            placed_nouns=(
+                ("front door", False, 5),
+                ("back door", False, 2),
+                ("side door", False, 1),
+                ("front door lock", False, 1),
+                ("patio door", False, 1),
+            ),
+        ),
+        Device(
+            "coffee_maker",
+            ("start", "stop"),
+            (
+                ("coffee maker", False, 3),
+                ("coffee machine", False, 2),
+                ("espresso machine", False, 1),
+                ("coffee pot", False, 1),
+            ),
+            ("kitchen", "office", "dining_room"),
+            0.45,
+        ),
+        Device(
+            "dishwasher", ("start", "stop"), (("dishwasher", False, 4), ("dish washer", False, 1)), ("kitchen",), 0.4
+        ),
+        Device(
+            "washing_machine",
+            ("start", "stop"),
+            (("washing machine", False, 3), ("washer", False, 1), ("laundry machine", False, 1), ("laundry", False, 1)),
+            ("kitchen", "bathroom", "basement", "garage"),
+            0.5,
+        ),
+        Device(
+            "robot_vacuum",
+            ("start", "stop"),
+            (
+                ("robot vacuum", False, 2),
+                ("Roomba", False, 2),
+                ("robot hoover", False, 1),
+                ("hoover robot", False, 1),
+                ("robovac", False, 1),
+                ("vacuum robot", False, 1),
+                ("robot vac", False, 1),
+                ("vacuum", False, 1),
+            ),
+            ("kitchen", "living_room", "bedroom", "bathroom", "office", "hallway", "dining_room", "kids_room"),
+            0.6,
+        ),
+    ]
+}
 
 # How often each (action, device) pair is drawn: actions and devices roughly balanced, given
 # that dim/brighten exist only for lights and lock/unlock only for the door lock.
 PAIR_WEIGHTS: dict[tuple[str, str], float] = {
-    ("turn_on", "light"): 3, ("turn_off", "light"): 3, ("dim", "light"): 4.5, ("brighten", "light"): 4.5,
+    ("turn_on", "light"): 3,
+    ("turn_off", "light"): 3,
+    ("dim", "light"): 4.5,
+    ("brighten", "light"): 4.5,
     **{(a, d): 2.6 for d in NOT_LIGHT for a in ("turn_on", "turn_off")},
     **{(a, d): 3 for d in ("blinds", "curtains", "window", "garage_door") for a in ("open", "close")},
-    ("lock", "door_lock"): 5, ("unlock", "door_lock"): 5,
-    **{(a, d): 3 for d in ("coffee_maker", "dishwasher", "washing_machine", "robot_vacuum")
-       for a in ("start", "stop")},
+    ("lock", "door_lock"): 5,
+    ("unlock", "door_lock"): 5,
+    **{(a, d): 3 for d in ("coffee_maker", "dishwasher", "washing_machine", "robot_vacuum") for a in ("start", "stop")},
 }
 
 # --------------------------------------------------------------------------------------
@@ -292,8 +458,7 @@ PAIR_WEIGHTS: dict[tuple[str, str], float] = {
 
 ROOMS: dict[str, tuple[tuple[str, int], ...]] = {
     "kitchen": (("kitchen", 1),),
-    "living_room": (("living room", 3), ("lounge", 2), ("front room", 1), ("sitting room", 1),
-                    ("family room", 1)),
+    "living_room": (("living room", 3), ("lounge", 2), ("front room", 1), ("sitting room", 1), ("family room", 1)),
     "bedroom": (("bedroom", 3), ("master bedroom", 1), ("main bedroom", 1)),
     "bathroom": (("bathroom", 3), ("washroom", 1)),
     "office": (("office", 2), ("study", 2), ("home office", 2)),
@@ -314,8 +479,21 @@ ROOMS: dict[str, tuple[tuple[str, int], ...]] = {
 #   Day words ("tomorrow", "tonight", "on weekdays", "every day", ...) do not change the value.
 # --------------------------------------------------------------------------------------
 
-NUMBER_WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine",
-                "ten", "eleven", "twelve"]
+NUMBER_WORDS = [
+    "zero",
+    "one",
+    "two",
+    "three",
+    "four",
+    "five",
+    "six",
+    "seven",
+    "eight",
+    "nine",
+    "ten",
+    "eleven",
+    "twelve",
+]
 AMPM = [("am", "pm", 5), ("a.m.", "p.m.", 2), ("AM", "PM", 2)]
 DAYPARTS = {  # phrase -> (hours allowed (12-hour), add to get 24-hour)
     "in the morning": (range(5, 12), 0),
@@ -332,8 +510,7 @@ def pick(rng: random.Random, weighted):
 
 def render_time(rng: random.Random) -> tuple[str, str]:
     """A time phrase starting with its preposition, and its "HH:MM" value."""
-    kind = rng.choices(["ampm", "ampm_min", "h24", "noon", "daypart", "past"],
-                       weights=[36, 20, 16, 8, 11, 9])[0]
+    kind = rng.choices(["ampm", "ampm_min", "h24", "noon", "daypart", "past"], weights=[36, 20, 16, 8, 11, 9])[0]
     qualify = kind in ("ampm", "ampm_min", "h24", "noon")
     if kind in ("ampm", "ampm_min"):
         hour = rng.randint(1, 12)
@@ -349,8 +526,9 @@ def render_time(rng: random.Random) -> tuple[str, str]:
         minute = rng.choice([0, 0, 5, 10, 15, 20, 30, 40, 45, 50, 55])
         text = f"at {h24:02d}:{minute:02d}"
     elif kind == "noon":
-        text, h24 = rng.choice([("at noon", 12), ("at midday", 12), ("at 12 noon", 12),
-                                ("at midnight", 0), ("at 12 midnight", 0)])
+        text, h24 = rng.choice(
+            [("at noon", 12), ("at midday", 12), ("at 12 noon", 12), ("at midnight", 0), ("at 12 midnight", 0)]
+        )
         minute = 0
     else:
         part = rng.choice(sorted(DAYPARTS))
@@ -371,8 +549,16 @@ def render_time(rng: random.Random) -> tuple[str, str]:
         h24 = hour + add
     value = f"{h24:02d}:{minute:02d}"
     if qualify and rng.random() < 0.28:
-        options = ["tomorrow", "today", "every day", "on weekdays", "on Saturday", "on Sunday",
-                   "on Monday", "on Friday"]
+        options = [
+            "tomorrow",
+            "today",
+            "every day",
+            "on weekdays",
+            "on Saturday",
+            "on Sunday",
+            "on Monday",
+            "on Friday",
+        ]
         if 18 <= h24 <= 23:
             options += ["tonight", "this evening"]
         if 4 <= h24 <= 11:
@@ -387,21 +573,55 @@ def render_time(rng: random.Random) -> tuple[str, str]:
 # --------------------------------------------------------------------------------------
 
 REASONS = [
-    "I'm heading to bed", "we're about to leave", "I'm leaving for work", "guests will be here soon",
-    "I've just arrived", "the baby is asleep", "it's getting late", "I'm working remotely today",
-    "we have people coming over", "I'm cooking dinner", "my hands are full", "I forgot earlier",
-    "we've returned", "I'm leaving now", "I'm about to take a nap", "it's movie night",
-    "the kids are asleep", "I'm trying to save energy", "we're having dinner", "I need to focus",
-    "it's been a long day", "I'm getting ready for work", "it's the weekend", "the dog is sleeping",
-    "we're expecting guests", "I'm about to leave", "I'm reading", "my mum is visiting",
-    "I'm in a meeting", "it's getting dark", "we're watching a film", "I'm in bed already",
-    "the cat keeps staring at me", "I'm done for the day", "we're having a party",
+    "I'm heading to bed",
+    "we're about to leave",
+    "I'm leaving for work",
+    "guests will be here soon",
+    "I've just arrived",
+    "the baby is asleep",
+    "it's getting late",
+    "I'm working remotely today",
+    "we have people coming over",
+    "I'm cooking dinner",
+    "my hands are full",
+    "I forgot earlier",
+    "we've returned",
+    "I'm leaving now",
+    "I'm about to take a nap",
+    "it's movie night",
+    "the kids are asleep",
+    "I'm trying to save energy",
+    "we're having dinner",
+    "I need to focus",
+    "it's been a long day",
+    "I'm getting ready for work",
+    "it's the weekend",
+    "the dog is sleeping",
+    "we're expecting guests",
+    "I'm about to leave",
+    "I'm reading",
+    "my mum is visiting",
+    "I'm in a meeting",
+    "it's getting dark",
+    "we're watching a film",
+    "I'm in bed already",
+    "the cat keeps staring at me",
+    "I'm done for the day",
+    "we're having a party",
 ]
 # with a clock time only reasons that suit any hour
 TIMED_REASONS = [
-    "I'm trying to save energy", "we're expecting guests", "we have people coming over",
-    "my mum is visiting", "I need to focus", "it's the weekend", "I forgot earlier",
-    "I keep forgetting", "it saves me a job", "I'll be busy then", "I won't be around",
+    "I'm trying to save energy",
+    "we're expecting guests",
+    "we have people coming over",
+    "my mum is visiting",
+    "I need to focus",
+    "it's the weekend",
+    "I forgot earlier",
+    "I keep forgetting",
+    "it saves me a job",
+    "I'll be busy then",
+    "I won't be around",
     "I'd rather not forget",
 ]
 WAKE = ["Hey, ", "Hey home, ", "OK house, ", "Assistant, ", "Hi there, ", "Hello, ", "Computer, "]
@@ -904,7 +1124,7 @@ def make_row(rng: random.Random, frames: list[Frame], used: Counter) -> tuple[st
     def fits(frame: Frame) -> bool:
         if frame.time != has_time:
             return False
-        if frame.room == "needs" and room is None or frame.room == "never" and room is not None:
+        if (frame.room == "needs" and room is None) or (frame.room == "never" and room is not None):
             return False
         if frame.room == "never" and device in ("garage_door", "door_lock"):  # "front door in here"
             return False
@@ -978,8 +1198,10 @@ def generate() -> list[tuple[str, dict, int]]:
 
 
 def serialise(rows: list[tuple[str, dict, int]]) -> bytes:
-    lines = [json.dumps({"request": text, "command": json.dumps(cmd, ensure_ascii=False)}, ensure_ascii=False)
-             for text, cmd, _ in rows]
+    lines = [
+        json.dumps({"request": text, "command": json.dumps(cmd, ensure_ascii=False)}, ensure_ascii=False)
+        for text, cmd, _ in rows
+    ]
     return ("\n".join(lines) + "\n").encode("utf-8")
 
 
@@ -1102,8 +1324,10 @@ def check(path: Path) -> int:
     frame_use = Counter(index for _, _, index in rows)
     top_index, top = frame_use.most_common(1)[0]
     print(f"rows: {len(lines)}")
-    print(f"frames: {len(FRAMES)} written, {len(frame_use)} used; most used: {top} rows "
-          f"({100 * top / len(rows):.1f}%) {FRAMES[top_index]!r}; least used: {min(frame_use.values())} rows")
+    print(
+        f"frames: {len(FRAMES)} written, {len(frame_use)} used; most used: {top} rows "
+        f"({100 * top / len(rows):.1f}%) {FRAMES[top_index]!r}; least used: {min(frame_use.values())} rows"
+    )
     for k in KEYS:
         print(f"{k}: " + ", ".join(f"{v} {n}" for v, n in sorted(counts[k].items(), key=lambda x: -x[1])))
     print("action/device: " + ", ".join(f"{a}/{d} {n}" for (a, d), n in sorted(pair_counts.items())))
