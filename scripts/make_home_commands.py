@@ -226,6 +226,15 @@ STATES: dict[str, list[tuple[str, tuple[str, ...] | None]]] = {
 # Devices: the nouns that name each one, (text, plural, weight). The device is the noun.
 # --------------------------------------------------------------------------------------
 
+INDOOR_ROOMS = (
+    "kitchen",
+    "living_room",
+    "bedroom",
+    "office",
+    "dining_room",
+    "kids_room",
+    "basement",
+)  # where a portable appliance (air conditioner, TV) may stand
 ALL_ROOMS = (
     "kitchen",
     "living_room",
@@ -312,7 +321,7 @@ DEVICES: dict[str, Device] = {
                 ("air con", False, 1),
                 ("AC unit", False, 1),
             ),
-            ("kitchen", "living_room", "bedroom", "office", "dining_room", "kids_room", "basement"),
+            INDOOR_ROOMS,
             0.6,
         ),
         Device(
@@ -325,7 +334,7 @@ DEVICES: dict[str, Device] = {
                 ("smart TV", False, 1),
                 ("TV set", False, 1),
             ),
-            ("kitchen", "living_room", "bedroom", "office", "dining_room", "kids_room", "basement"),
+            INDOOR_ROOMS,
             0.6,
         ),
         Device(

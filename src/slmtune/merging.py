@@ -72,21 +72,12 @@ def merge_adapter(
     trust_remote_code: bool = False,
 ) -> MergeReport:
     """Merge `adapter_dir` into `base_dir` in float32 into `out_dir` (weights, config, tokenizer)."""
-    if merges_tensor_by_tensor(read_adapter_config(adapter_dir)):
-        return merge_tensors(base_dir, adapter_dir, out_dir)
+    from slmtune.models import read_adapter_config
+
+    config = read_adapter_config(adapter_dir)
+    if merges_tensor_by_tensor(config):
+        return merge_tensors(base_dir, adapter_dir, out_dir, config)
     return merge_with_peft(base_dir, adapter_dir, out_dir, instruction, check_phrases, trust_remote_code)
-
-
-def read_adapter_config(adapter_dir: Path) -> dict[str, Any]:
-    """An adapter folder's adapter_config.json as a dict."""
-    path = Path(adapter_dir) / "adapter_config.json"
-    try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except (ValueError, OSError) as err:
-        raise ModelError(f"{path}: unreadable ({err}); restore it or rerun train_lora") from None
-    if not isinstance(config, dict):
-        raise ModelError(f"{path}: expected a JSON object; restore it or rerun train_lora")
-    return config
 
 
 def merges_tensor_by_tensor(adapter_config: dict[str, Any]) -> bool:
@@ -99,15 +90,17 @@ def merges_tensor_by_tensor(adapter_config: dict[str, Any]) -> bool:
 # ---------------------------------------------------------------------------- tensor by tensor
 
 
-def merge_tensors(base_dir: Path, adapter_dir: Path, out_dir: Path) -> MergeReport:
+def merge_tensors(
+    base_dir: Path, adapter_dir: Path, out_dir: Path, config: dict[str, Any] | None = None
+) -> MergeReport:
     """Merge a plain LoRA adapter file by file: every base weight file (shard) in float32, the other base
-    files copied (config, tokenizer)."""
+    files copied (config, tokenizer). `config` is the adapter's adapter_config.json, if already read."""
     from safetensors.torch import load_file
 
-    from slmtune.models import check_tokenizer_folder
+    from slmtune.models import check_tokenizer_folder, read_adapter_config
 
     check_tokenizer_folder(base_dir)
-    config = read_adapter_config(adapter_dir)
+    config = config if config is not None else read_adapter_config(adapter_dir)
     adapter = load_file(str(Path(adapter_dir) / "adapter_model.safetensors"))
     updates, whole = _split_adapter(adapter, adapter_dir)
     scaling = _scaling(config)

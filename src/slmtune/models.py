@@ -105,18 +105,30 @@ def _copy_local(source: Path, out_dir: Path) -> None:
             shutil.copy2(item, out_dir / item.name)
 
 
-def read_model_config(folder: Path | str) -> dict[str, Any]:
-    """A model folder's config.json as a dict."""
-    path = Path(folder) / "config.json"
+def _read_json_object(path: Path, missing: str) -> dict[str, Any]:
+    """A JSON object file as a dict; `missing` is the message when the file is not there."""
     if not path.is_file():
-        raise ModelError(f"{folder}: no config.json; not a Hugging Face model folder")
+        raise ModelError(missing)
     try:
-        config = json.loads(path.read_text(encoding="utf-8"))
+        value = json.loads(path.read_text(encoding="utf-8"))
     except (ValueError, OSError) as err:
         raise ModelError(f"{path}: unreadable ({_first_line(err)}); {RESTORE_HINT}") from None
-    if not isinstance(config, dict):
+    if not isinstance(value, dict):
         raise ModelError(f"{path}: expected a JSON object; {RESTORE_HINT}")
-    return config
+    return value
+
+
+def read_model_config(folder: Path | str) -> dict[str, Any]:
+    """A model folder's config.json as a dict."""
+    return _read_json_object(Path(folder) / "config.json", f"{folder}: no config.json; not a Hugging Face model folder")
+
+
+def read_adapter_config(folder: Path | str) -> dict[str, Any]:
+    """A peft adapter folder's adapter_config.json as a dict."""
+    return _read_json_object(
+        Path(folder) / "adapter_config.json",
+        f"{folder}: no adapter_config.json, so not a peft adapter folder; {RESTORE_HINT}",
+    )
 
 
 def check_model_folder(folder: Path | str) -> None:
@@ -195,13 +207,7 @@ def check_adapter_folder(folder: Path | str) -> None:
     folder = Path(folder)
     if not folder.is_dir():
         raise ModelError(f"{folder}: adapter folder not found; {RESTORE_HINT}")
-    config = folder / "adapter_config.json"
-    if not config.is_file():
-        raise ModelError(f"{folder}: no adapter_config.json, so not a peft adapter folder; {RESTORE_HINT}")
-    try:
-        json.loads(config.read_text(encoding="utf-8"))
-    except (ValueError, OSError) as err:
-        raise ModelError(f"{config}: unreadable ({_first_line(err)}); {RESTORE_HINT}") from None
+    read_adapter_config(folder)
     weights = folder / "adapter_model.safetensors"
     if not weights.is_file():
         raise ModelError(_no_weights_message(folder))
