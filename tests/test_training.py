@@ -226,12 +226,13 @@ import torch
 from trl import SFTTrainer
 from slmtune.labelled_head import score_labelled_positions
 from slmtune.models import load_tokenizer
-from slmtune.training import load_for_training, lora_config, prompt_completion_dataset, sft_config
+from slmtune.training import load_for_training, lora_config, sft_config, training_split
 data, base = Path("data/prepared"), Path("models/base")
+tokenizer = load_tokenizer(base)
 trainer = SFTTrainer(model=load_for_training(params, base), args=sft_config(params, Path(sys.argv[1])),
-                     train_dataset=prompt_completion_dataset(data / "train.jsonl"),
-                     eval_dataset=prompt_completion_dataset(data / "val.jsonl"),
-                     processing_class=load_tokenizer(base), peft_config=lora_config(params))
+                     train_dataset=training_split(data / "train.jsonl", tokenizer, params),
+                     eval_dataset=training_split(data / "val.jsonl", tokenizer, params),
+                     processing_class=tokenizer, peft_config=lora_config(params))
 model = trainer.model.eval()  # no dropout: both passes see the same network
 batch = trainer._prepare_inputs(next(iter(trainer.get_train_dataloader())))
 def outputs():

@@ -52,12 +52,11 @@ def quantization_config(params: Params):
     )
 
 
-def prompt_completion_dataset(path: Path):
-    """A datasets.Dataset of prompt/completion pairs from a prepared split."""
-    from datasets import Dataset
+def training_split(path: Path, tokenizer, params: Params):
+    """A prepared split as the trainer's `input_ids` and `labels` (loss on the completion only)."""
+    from slmtune.tokenization import tokenized_split
 
-    rows = read_jsonl(path)
-    return Dataset.from_list([{"prompt": r["prompt"], "completion": r["completion"]} for r in rows])
+    return tokenized_split(path, read_jsonl(path), tokenizer, params.model.max_length)
 
 
 def sft_config(params: Params, output_dir: Path):
@@ -99,6 +98,7 @@ def sft_config(params: Params, output_dir: Path):
         max_length=None if train.padding_free else params.model.max_length,
         padding_free=train.padding_free,
         completion_only_loss=True,
+        dataset_kwargs={"skip_prepare_dataset": True},  # training_split gives ids and labels (trl's rules)
         dataloader_num_workers=0,
         disable_tqdm=False,
     )
@@ -191,8 +191,8 @@ def train_adapter(
     trainer = SFTTrainer(
         model=model,
         args=sft_config(params, checkpoints),
-        train_dataset=prompt_completion_dataset(data_dir / "train.jsonl"),
-        eval_dataset=prompt_completion_dataset(data_dir / "val.jsonl"),
+        train_dataset=training_split(data_dir / "train.jsonl", tokenizer, params),
+        eval_dataset=training_split(data_dir / "val.jsonl", tokenizer, params),
         processing_class=tokenizer,
         peft_config=lora_config(params),
         callbacks=[_log_last_step(), *callbacks, *(extra_callbacks or [])],
