@@ -40,6 +40,11 @@ class Example:
     label: str
     line: int
 
+    @property
+    def key(self) -> str:
+        """The phrase folded: two examples with the same key are duplicates."""
+        return normalise(self.phrase)
+
 
 def normalise(phrase: str) -> str:
     """Fold case, whitespace and Unicode width: the key under which two phrases count as duplicates."""
@@ -249,20 +254,40 @@ def stratified_split(
     return splits
 
 
-def check_disjoint(splits: dict[str, list[Example]], source: Path | str | None = None) -> None:
-    """Fail if one phrase (case, whitespace and width folded) appears in two splits: leakage."""
+def random_split(
+    items: list, val_fraction: float, test_fraction: float, seed: int, source: Path | str | None = None
+) -> dict[str, list]:
+    """A seeded shuffle cut into test, val and train (a generative task has no classes to balance).
+
+    `items` need a `key` (the folded request) and a `line`; a key in two splits is refused (leakage).
+    """
+    n_test, n_val = _split_sizes(len(items), val_fraction, test_fraction)
+    if len(items) < n_test + n_val + 1:
+        where = f"{source}: " if source else ""
+        raise DataError(
+            f"{where}{len(items)} rows; splitting needs at least {n_test + n_val + 1} (train, val and test at "
+            f"data.val_fraction={val_fraction}, data.test_fraction={test_fraction}); add rows"
+        )
+    shuffled = sorted(items, key=lambda item: item.line)
+    random.Random(seed).shuffle(shuffled)
+    splits = {"test": shuffled[:n_test], "val": shuffled[n_test : n_test + n_val], "train": shuffled[n_test + n_val :]}
+    check_disjoint(splits, source)
+    return {name: splits[name] for name in SPLITS}
+
+
+def check_disjoint(splits: dict[str, list], source: Path | str | None = None) -> None:
+    """Fail if one text (an Example's phrase or a request, folded: its `key`) appears in two splits: leakage."""
     owner: dict[str, tuple[str, int]] = {}
     where = f"{source}:" if source else "line "
     for name, rows in splits.items():
-        for example in rows:
-            key = normalise(example.phrase)
-            if key in owner and owner[key][0] != name:
-                other, line = owner[key]
+        for row in rows:
+            if row.key in owner and owner[row.key][0] != name:
+                other, line = owner[row.key]
                 raise DataError(
-                    f"{where}{example.line}: leakage: the phrase is in both '{other}' (line {line}) and '{name}'; "
+                    f"{where}{row.line}: leakage: the same text is in both '{other}' (line {line}) and '{name}'; "
                     "remove one of the two rows"
                 )
-            owner[key] = (name, example.line)
+            owner[row.key] = (name, row.line)
 
 
 def write_jsonl(path: Path | str, rows: Iterable[dict[str, Any]]) -> None:

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from slmtune.atomic import atomic_write_text
+from slmtune.config.schema import KINDS as TASK_KINDS
 from slmtune.errors import ModelError
 
 TASK_FILE = "slmtune_task.json"
@@ -15,11 +16,22 @@ TASK_FILE = "slmtune_task.json"
 
 @dataclass
 class Task:
-    """What a model folder was fine-tuned for: travels with every model artifact."""
+    """What a model folder was fine-tuned for: travels with every model artifact.
 
-    instruction: str
-    labels: list[str]
+    `kind` is classification (pick one of `labels`; `completions` holds each label's answer text) or
+    generation (free text; `system` and `prompt_template` say how a prompt is rendered, as in training).
+    """
+
+    instruction: str | None
+    labels: list[str] = field(default_factory=list)
     completions: dict[str, str] = field(default_factory=dict)
+    kind: str = "classification"  # cards written before generation existed are classifiers
+    system: str | None = None
+    prompt_template: str | None = None
+
+    @property
+    def generative(self) -> bool:
+        return self.kind == "generation"
 
     def save(self, folder: Path | str) -> None:
         atomic_write_text(Path(folder) / TASK_FILE, json.dumps(asdict(self), indent=2) + "\n")
@@ -31,9 +43,13 @@ class Task:
             raise ModelError(f"{folder}: no {TASK_FILE}; is this a model folder written by slmtune?")
         try:
             task = cls(**json.loads(path.read_text(encoding="utf-8")))
-            complete = bool(task.labels) and all(label in task.completions for label in task.labels)
+            complete = task.kind == "generation" or (
+                bool(task.labels) and all(label in task.completions for label in task.labels)
+            )
         except (ValueError, TypeError) as err:
             raise ModelError(f"{path}: not a valid task card ({err}); restore the folder or rerun its stage") from None
+        if task.kind not in TASK_KINDS:
+            raise ModelError(f"{path}: unknown task kind {task.kind!r} (expected one of {list(TASK_KINDS)})")
         if not complete:
             raise ModelError(f"{path}: the task card lacks labels or their completions; rerun the stage that wrote it")
         return task

@@ -192,7 +192,7 @@ class OnnxGenaiClassifier:
 
         self.hf_tokenizer = load_tokenizer(folder)  # renders the chat template
         self._completion_ids = [list(self.tokenizer.encode(task.completions[label])) for label in task.labels]
-        self._pad = _genai_pad_token_id(folder)
+        self._pad = genai_pad_token_id(folder)
         self.batched = self.model.device_type != "CPU" if batched is None else batched
 
     def prompts(self, phrases: list[str]) -> list[str]:
@@ -315,7 +315,7 @@ def logprob_sum(logits: np.ndarray, targets: list[int]) -> float:
     return float(logprobs[np.arange(len(targets)), targets].sum())
 
 
-def _genai_pad_token_id(folder: Path) -> int:
+def genai_pad_token_id(folder: Path) -> int:
     """The id ONNX Runtime GenAI treats as padding (it masks it out of attention)."""
     import json
 
@@ -324,6 +324,29 @@ def _genai_pad_token_id(folder: Path) -> int:
 
 def is_onnx_folder(folder: Path) -> bool:
     return (folder / "genai_config.json").is_file()
+
+
+USE_INSTEAD = {"classification": "slmtune classify", "generation": "slmtune generate (or slmtune chat)"}
+
+
+def check_model_kind(folder: Path, kind: str) -> Task:
+    """The task card of a model folder that holds a `kind` model; a clear refusal otherwise."""
+    from slmtune.models import RESTORE_HINT
+
+    if not folder.is_dir():
+        raise ModelError(f"{folder}: model folder not found; {RESTORE_HINT}")
+    if not is_onnx_folder(folder) and not (folder / "config.json").is_file():
+        raise ModelError(
+            f"{folder}: neither an ONNX Runtime GenAI model (genai_config.json) nor a PyTorch one (config.json); "
+            "point at a model folder such as models/int4 or models/merged"
+        )
+    task = Task.load(folder)
+    if task.kind != kind:
+        raise ModelError(
+            f"{folder}: this model was fine-tuned for {task.kind} (its task card says so), not {kind}; "
+            f"use `{USE_INSTEAD[task.kind]}` with it"
+        )
+    return task
 
 
 def load_classifier(
@@ -338,17 +361,10 @@ def load_classifier(
 
     `batch_size` and `max_new_tokens` are `eval.batch_size` and `eval.max_new_tokens` (conf/eval/).
     """
-    from slmtune.models import RESTORE_HINT, load_adapter, load_causal_lm, load_tokenizer
+    from slmtune.models import load_adapter, load_causal_lm, load_tokenizer
 
     folder = Path(folder)
-    if not folder.is_dir():
-        raise ModelError(f"{folder}: model folder not found; {RESTORE_HINT}")
-    if not is_onnx_folder(folder) and not (folder / "config.json").is_file():
-        raise ModelError(
-            f"{folder}: neither an ONNX Runtime GenAI model (genai_config.json) nor a PyTorch one (config.json); "
-            "point at a model folder such as models/int4 or models/merged"
-        )
-    task = Task.load(folder)
+    task = check_model_kind(folder, "classification")
     if is_onnx_folder(folder):
         return OnnxGenaiClassifier(folder, task, max_new_tokens, batch_size, threads=hw.num_threads if hw else 0)
     tokenizer = load_tokenizer(folder)  # each loader checks its own files, once

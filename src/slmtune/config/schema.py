@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 BLOCK_SIZES = (16, 32, 64, 128, 256)
+KINDS = ("classification", "generation")
+FORMATS = ("fields", "messages", "text_template")
 
 
 def setting(doc: str, check: Callable[[Any], bool] | None = None, must_be: str = "", choices: tuple = ()) -> Any:
@@ -111,17 +113,27 @@ class ModelConfig:
 
 @dataclass
 class DataConfig:
-    """The labelled phrases and how they are split."""
+    """The task's rows, how they become training text, and how they are split."""
 
     name: str = setting("data set name")
+    kind: str = setting("classification: pick a label; generation: write free text", choices=KINDS)
+    format: str = setting(
+        "how a row becomes text: fields (a text and a label or response column), messages (a chat), "
+        "or text_template (prompt_template + completion_template)",
+        choices=FORMATS,
+    )
     source: str = setting("a local .jsonl/.json/.csv file, a hub data set (owner/name) or an azureml:// URI")
     revision: str | None = setting("hub data sets: the commit to read")
     hub_split: str = setting("hub data sets: the split to read (prepare makes its own train/val/test)")
     allow_floating_revision: bool = setting("true accepts a branch or tag as data.revision")
-    text_field: str = setting("the field holding each phrase")
-    label_field: str = setting("the field holding each label")
-    labels: list[str] = setting("the labels, in order")
-    instruction: str = setting("the task's prompt; the phrase follows it on its own line")
+    text_field: str = setting("the field holding each phrase (classification) or prompt (generation, fields)")
+    label_field: str = setting("the field holding each label (classification) or response (generation, fields)")
+    labels: list[str] = setting("classification: the labels, in order; generation: []")
+    instruction: str | None = setting("a line put before the text in the user turn (required for classification)")
+    system: str | None = setting("generation: a system message before every conversation (null: none)")
+    messages_field: str = setting("format=messages: the field holding the list of {role, content} turns")
+    prompt_template: str | None = setting("format=text_template: the prompt, with {column} placeholders")
+    completion_template: str | None = setting("format=text_template: the completion (the loss is on it only)")
     val_fraction: float = setting("share of rows for validation", **fraction(low_open=True, high_open=True))
     test_fraction: float = setting("share of rows for the test split", **fraction(low_open=True, high_open=True))
 
@@ -177,11 +189,18 @@ class EvalConfig:
 
     artifacts: list[str] = setting("artifacts to evaluate (see slmtune.artifacts)")
     batch_size: int = setting("sequences per forward pass", **at_least(1))
-    max_new_tokens: int = setting("greedy generation length", **at_least(1))
+    max_new_tokens: int = setting("greedy generation length: a label's tokens, or a whole answer", **at_least(1))
     latency_examples: int = setting("phrases timed at batch 1", **at_least(1))
     latency_repetitions: int = setting("timing repetitions", **at_least(1))
-    max_int4_drop: float = setting("gate: int4 accuracy may fall at most this far below merged's", **fraction())
+    max_int4_drop: float = setting(
+        "gate: int4 accuracy (generation: exact match) may fall at most this far below merged's", **fraction()
+    )
     max_disagreement: float = setting("gate: share of phrases whose generated label int4 may change", **fraction())
+    max_int4_ppl_ratio: float = setting(
+        "gate (generation): int4's perplexity may be at most this multiple of merged's",
+        check=lambda v: v >= 1 and math.isfinite(v),
+        must_be="a finite number >= 1",
+    )
 
 
 @dataclass

@@ -136,6 +136,17 @@ def _check_data(params: Params) -> str | None:
             f"'data.val_fraction' ({data.val_fraction}) + 'data.test_fraction' ({data.test_fraction}) = {total:g}; "
             "train gets the rest, so keep the sum at most 0.9"
         )
+    check = _check_classification if data.kind == "classification" else _check_generation
+    return check(data)
+
+
+def _check_classification(data: DataConfig) -> str | None:
+    """A label task: two or more labels, a phrase and a label column, an instruction."""
+    if data.format != "fields":
+        return (
+            f"'data.format' is {data.format!r}, but kind=classification reads a text and a label column "
+            "(format=fields); set data.kind=generation to train on chats or templates"
+        )
     folded = [label.strip().casefold() for label in data.labels]
     if len(data.labels) < 2 or len(set(folded)) != len(folded) or not all(folded):
         return (
@@ -143,6 +154,31 @@ def _check_data(params: Params) -> str | None:
         )
     if data.text_field == data.label_field:
         return f"'data.text_field' and 'data.label_field' are both {data.text_field!r}; they must differ"
+    if not (data.instruction or "").strip():
+        return "'data.instruction' is empty; a classification prompt needs it (it names the labels to pick from)"
+    if data.system is not None or data.prompt_template is not None or data.completion_template is not None:
+        return "'data.system', 'data.prompt_template' and 'data.completion_template' apply to kind=generation only"
+    return None
+
+
+def _check_generation(data: DataConfig) -> str | None:
+    """A text task: no label set, and the keys its format reads."""
+    if data.labels:
+        return f"'data.labels' is {list(data.labels)}; kind=generation has no label set: make it []"
+    if data.format == "fields" and data.text_field == data.label_field:
+        return f"'data.text_field' and 'data.label_field' are both {data.text_field!r}; the prompt and response differ"
+    if data.format == "messages" and not data.messages_field.strip():
+        return "'data.messages_field' is empty; name the column holding each row's list of turns"
+    if data.format == "text_template":
+        for key in ("prompt_template", "completion_template"):
+            if not (getattr(data, key) or "").strip():
+                return (
+                    f"'data.{key}' is empty; format=text_template needs both data.prompt_template (the text the "
+                    "model is given) and data.completion_template (the text it learns to write), e.g. "
+                    "prompt_template='### Text: {phrase}\\n### The tone is:\\n', completion_template='{tone}'"
+                )
+    elif data.prompt_template is not None or data.completion_template is not None:
+        return f"'data.prompt_template' and 'data.completion_template' apply to format=text_template, not {data.format}"
     return None
 
 

@@ -1,4 +1,5 @@
-"""Stage eval: every artifact on the same test split: accuracy, F1, confusion, size; latency apart."""
+"""Stage eval: every artifact on the same test split: accuracy, F1, confusion, size (classification) or
+perplexity, exact match, chrF, size (generation); latency apart."""
 
 from __future__ import annotations
 
@@ -18,11 +19,12 @@ def main(argv: list[str] | None = None) -> None:
     parse.add_argument("--models", type=Path, default=Path("models"))
     parse.add_argument("--metrics", type=Path, default=Path("metrics/eval.json"))
     parse.add_argument("--plots", type=Path, default=Path("plots/confusion"))
+    parse.add_argument("--answers", type=Path, default=Path("plots/answers"), help="every answer beside the truth")
     parse.add_argument("--comparison", type=Path, default=Path("plots/artifacts.json"))
     parse.add_argument("--latency", type=Path, default=Path("plots/latency.json"), help="wall-clock bar chart")
     parse.add_argument("--run-metrics", type=Path, default=Path("metrics/eval_run.json"), help="wall-clock figures")
     args = parse.parse_args(argv)
-    outputs = Outputs(args.metrics, args.plots, args.comparison, args.latency, args.run_metrics)
+    outputs = Outputs(args.metrics, args.plots, args.answers, args.comparison, args.latency, args.run_metrics)
     run("eval", lambda: evaluate(stage_params(args.params, scipy=True), args.test, args.models, outputs))
 
 
@@ -31,7 +33,8 @@ class Outputs:
     """Where eval writes: reproducible figures (metrics, confusion, comparison) and wall-clock ones (latency)."""
 
     metrics: Path
-    confusion: Path
+    confusion: Path  # classification only: one confusion matrix per artifact
+    answers: Path  # per artifact, every test example's answer beside the reference
     comparison: Path
     latency: Path
     run_metrics: Path
@@ -89,6 +92,9 @@ def check_artifacts(names: list[str], models: Path) -> None:
 
 def evaluate(params: Params, test: Path, models: Path, outputs: Outputs) -> None:
     """Evaluate every artifact of `eval.artifacts` on the test split; write metrics and plots; apply the gate."""
+    if params.data.kind == "generation":
+        evaluate_generation(params, test, models, outputs)
+        return
     labels = list(params.data.labels)
     phrases, truth = read_test_split(test, labels)
     check_artifacts(params.eval.artifacts, models)
@@ -124,9 +130,12 @@ def evaluate(params: Params, test: Path, models: Path, outputs: Outputs) -> None
     }
     metrics["test_examples"] = len(phrases)
     metrics["gate"] = gate(results, truth, params)
-    with atomic_outputs(outputs.confusion) as (plots_tmp,):
+    with atomic_outputs(outputs.confusion, outputs.answers) as (plots_tmp, answers_tmp):
         for name, result in results.items():
             atomic_write_json(plots_tmp / f"{name}.json", confusion_rows(truth, result.predictions))
+            answers = zip(phrases, truth, result.predictions, result.generated, strict=True)
+            rows = [{"phrase": p, "label": t, "prediction": s, "generated": g} for p, t, s, g in answers]
+            atomic_write_json(answers_tmp / f"{name}.json", rows)
     atomic_write_json(outputs.comparison, comparison_rows(metrics, list(results)))
     latency = latency_rows(results)
     atomic_write_json(outputs.latency, latency)
@@ -134,6 +143,108 @@ def evaluate(params: Params, test: Path, models: Path, outputs: Outputs) -> None
     atomic_write_json(outputs.metrics, metrics)  # written even when the gate fails, so the figures can be read
     _print_table(metrics, results)
     check_gate(metrics["gate"])
+
+
+def read_generation_test(test: Path, tokenizer_folder: Path):
+    """The prepared test split of a generative task, each row checked, with its ids and loss labels."""
+    from slmtune.data import read_records
+    from slmtune.errors import DataError
+    from slmtune.generation_eval import TestRows
+    from slmtune.models import load_tokenizer
+    from slmtune.tokenization import tokenize_segments
+
+    rows = []
+    for line, row in read_records(test):
+        fields_ok = isinstance(row, dict) and all(isinstance(row.get(key), str) for key in ("prompt", "response"))
+        if not (fields_ok and isinstance(row.get("segments"), list)):
+            raise DataError(
+                f"{test}:{line}: not a prepared row of a generative task ('prompt', 'response', 'segments'); "
+                "rerun prepare (`dvc repro prepare`) or restore it with `dvc checkout`"
+            )
+        rows.append(row)
+    if not rows:
+        raise DataError(f"{test}: no rows; rerun prepare (`dvc repro prepare`)")
+    columns = tokenize_segments(load_tokenizer(tokenizer_folder), [row["segments"] for row in rows])
+    return TestRows(
+        [row["prompt"] for row in rows], [row["response"] for row in rows], columns["input_ids"], columns["labels"]
+    )
+
+
+def evaluate_generation(params: Params, test: Path, models: Path, outputs: Outputs) -> None:
+    """Every artifact of a generative task: perplexity, exact match, chrF, size; latency and tokens/s apart."""
+    from slmtune.generation import Sampling, load_generator
+    from slmtune.generation_eval import (
+        agreement,
+        comparison_rows,
+        evaluate_generator,
+        latency_rows,
+        quantization_gate,
+        summarise,
+    )
+
+    check_artifacts(params.eval.artifacts, models)
+    rows = read_generation_test(test, models / artifact(params.eval.artifacts[0]).folder)
+    sampling = Sampling(max_new_tokens=params.eval.max_new_tokens)
+    timing = (params.eval.latency_examples, params.eval.latency_repetitions)
+    results = {}
+    for item in map(artifact, params.eval.artifacts):
+        print(f"[slmtune] evaluating {item.title} on {len(rows.prompts)} test prompts", flush=True)
+        adapter = models / item.adapter if item.adapter else None
+        generator = load_generator(
+            models / item.folder, batch_size=params.eval.batch_size, adapter=adapter, hw=params.hw
+        )
+        size = artifact_size(item, models)
+        results[item.name] = evaluate_generator(item.name, generator, rows, size, sampling, timing)
+        del generator
+        gc.collect()
+    metrics: dict = {name: summarise(result, rows.references) for name, result in results.items()}
+    pairs = [("adapter", "merged"), ("merged", "int4")]
+    metrics["agreement"] = {
+        f"{a}_vs_{b}": agreement(results[a].outputs, results[b].outputs) for a, b in pairs if {a, b} <= set(results)
+    }
+    metrics["test_examples"] = len(rows.prompts)
+    if {"merged", "int4"} <= set(results):
+        eval_cfg = params.eval
+        figures = (results["merged"], results["int4"], rows.references)
+        metrics["gate"] = quantization_gate(*figures, eval_cfg.max_int4_ppl_ratio, eval_cfg.max_int4_drop)
+    else:
+        metrics["gate"] = {"skipped": "merged or int4 not in eval.artifacts"}
+    with atomic_outputs(outputs.confusion, outputs.answers) as (_, answers_tmp):  # no confusion matrix for text
+        for name, result in results.items():
+            answers = zip(rows.prompts, rows.references, result.outputs, strict=True)
+            atomic_write_json(
+                answers_tmp / f"{name}.json", [{"prompt": p, "reference": r, "output": o} for p, r, o in answers]
+            )
+    atomic_write_json(outputs.comparison, comparison_rows(metrics, list(results)))
+    latency = latency_rows(results)
+    atomic_write_json(outputs.latency, latency)
+    run_figures = {row["artifact"]: {k: v for k, v in row.items() if k != "artifact"} for row in latency}
+    atomic_write_json(outputs.run_metrics, run_figures)
+    atomic_write_json(outputs.metrics, metrics)
+    _print_generation_table(metrics, results)
+    check_generation_gate(metrics["gate"])
+
+
+def check_generation_gate(figures: dict) -> None:
+    from slmtune.errors import VerificationError
+    from slmtune.generation_eval import gate_failure_message, gate_summary
+
+    if "skipped" in figures:
+        print(f"[slmtune] quantization gate skipped: {figures['skipped']}", flush=True)
+    elif figures["passed"]:
+        print(f"[slmtune] quantization gate passed: {gate_summary(figures)}", flush=True)
+    else:
+        raise VerificationError(gate_failure_message(figures))
+
+
+def _print_generation_table(metrics: dict, results: dict) -> None:
+    print(f"{'artifact':<10}{'perplexity':>12}{'exact':>8}{'chrF':>8}{'latency_ms':>12}{'tokens/s':>10}{'size_mb':>10}")
+    for name, result in results.items():
+        m = metrics[name]
+        print(
+            f"{name:<10}{m['perplexity']:>12.4f}{m['exact_match']:>8.4f}{m['chrf']:>8.2f}"
+            f"{result.latency_ms:>12.2f}{result.tokens_per_s:>10.1f}{m['size_mb']:>10.2f}"
+        )
 
 
 def gate(results: dict, truth: list[str], params: Params) -> dict:

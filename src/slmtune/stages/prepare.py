@@ -8,9 +8,10 @@ from typing import Any
 
 from slmtune.atomic import atomic_outputs, atomic_write_json
 from slmtune.config import Params
-from slmtune.data import SPLITS, Example, load_examples, stratified_split, write_jsonl
+from slmtune.data import SPLITS, Example, load_examples, random_split, stratified_split, write_jsonl
 from slmtune.environment import go_offline, quiet
 from slmtune.errors import DataError
+from slmtune.prompts import Task, build_task, user_message
 from slmtune.source_uris import source_kind
 from slmtune.sources import resolve_source
 from slmtune.stages.common import parser, run, stage_params
@@ -34,29 +35,96 @@ def prepare(params: Params, out_data: Path, out_model: Path, cache: Path = SOURC
     else:
         quiet()
     from slmtune.models import load_tokenizer, materialise_base
-    from slmtune.prompts import build_task, user_message
 
     source = resolve_source(data, cache)
-    examples = load_examples(source.file, data.labels, data.text_field, data.label_field)
-    splits = stratified_split(examples, data.val_fraction, data.test_fraction, params.seed, data.labels, source.file)
+    task = (
+        ClassificationRows(params, source.file)
+        if data.kind == "classification"
+        else GenerationRows(params, source.file)
+    )
     print(
-        f"[slmtune] {len(examples)} examples from {data.source}: "
-        + ", ".join(f"{name} {len(splits[name])}" for name in SPLITS),
+        f"[slmtune] {task.count} examples from {data.source}: "
+        + ", ".join(f"{name} {len(task.splits[name])}" for name in SPLITS),
         flush=True,
     )
     with atomic_outputs(out_data, out_model) as (data_tmp, model_tmp):
         if source.record["kind"] != "local":  # keep what was fetched: DVC versions it with the split
             shutil.copytree(source.file.parent, data_tmp / "source")
         atomic_write_json(data_tmp / "source.json", source.record)
-        instruction = params.data.instruction
-        corpus = [user_message(instruction, e.phrase) for e in splits["train"]] + [e.label for e in splits["train"]]
-        materialise_base(params.model, corpus, params.seed, model_tmp)
+        materialise_base(params.model, task.corpus(), params.seed, model_tmp)
         tokenizer = load_tokenizer(model_tmp, params.model.trust_remote_code)
-        task = build_task(tokenizer, instruction, list(data.labels))
-        task.save(model_tmp)
-        rows = {name: split_rows(splits[name], tokenizer, task.completions, params, source.file) for name in SPLITS}
+        card = task.card(tokenizer)
+        card.save(model_tmp)
+        rows = {name: task.rows(name, tokenizer, card) for name in SPLITS}
         for name in SPLITS:
             write_jsonl(data_tmp / f"{name}.jsonl", rows[name])
+
+
+class ClassificationRows:
+    """A label task's examples, split with every label in every split."""
+
+    def __init__(self, params: Params, source_file: Path):
+        data = params.data
+        self.params, self.source_file = params, source_file
+        examples = load_examples(source_file, data.labels, data.text_field, data.label_field)
+        self.count = len(examples)
+        self.splits = stratified_split(
+            examples, data.val_fraction, data.test_fraction, params.seed, data.labels, source_file
+        )
+
+    def corpus(self) -> list[str]:
+        """The texts a tiny tokenizer is trained on: the training split's prompts and labels."""
+        instruction, train = self.params.data.instruction, self.splits["train"]
+        return [user_message(str(instruction), e.phrase) for e in train] + [e.label for e in train]
+
+    def card(self, tokenizer: Any) -> Task:
+        return build_task(tokenizer, str(self.params.data.instruction), list(self.params.data.labels))
+
+    def rows(self, name: str, tokenizer: Any, card: Task) -> list[dict]:
+        return split_rows(self.splits[name], tokenizer, card.completions, self.params, self.source_file)
+
+
+class GenerationRows:
+    """A text task's rows (fields, messages or text_template), split at random with no request in two splits."""
+
+    def __init__(self, params: Params, source_file: Path):
+        from slmtune.generation_data import load_text_rows
+
+        data = params.data
+        self.params, self.source_file = params, source_file
+        rows = load_text_rows(source_file, data)
+        self.count = len(rows)
+        self.splits = random_split(rows, data.val_fraction, data.test_fraction, params.seed, source_file)
+
+    def corpus(self) -> list[str]:
+        """The texts a tiny tokenizer is trained on: the training split's turns, or prompts and completions."""
+        texts = []
+        for row in self.splits["train"]:
+            texts += [content for _, content in row.messages] or [row.prompt, row.completion]
+        return texts
+
+    def card(self, tokenizer: Any) -> Task:
+        data = self.params.data
+        template = data.prompt_template if data.format == "text_template" else None
+        instruction = data.instruction if data.format == "fields" else None
+        return Task(instruction=instruction, kind="generation", system=data.system, prompt_template=template)
+
+    def rows(self, name: str, tokenizer: Any, card: Task) -> list[dict]:
+        """Prepared rows; a row longer than `model.max_length` tokens is refused, never truncated."""
+        from slmtune.generation_data import prepared_row
+        from slmtune.tokenization import tokenize_segments
+
+        rows = [prepared_row(tokenizer, row, f"{self.source_file}:{row.line}") for row in self.splits[name]]
+        limit = self.params.model.max_length
+        lengths = [len(ids) for ids in tokenize_segments(tokenizer, [row["segments"] for row in rows])["input_ids"]]
+        for row, length in zip(rows, lengths, strict=True):
+            if length > limit:
+                raise DataError(
+                    f"{self.source_file}:{row['line']}: {length} tokens with the chat template, over "
+                    f"model.max_length={limit}; shorten the row (truncating would cut the answer the loss is on) "
+                    "or raise model.max_length"
+                )
+        return rows
 
 
 def split_rows(
