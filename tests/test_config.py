@@ -135,7 +135,7 @@ def test_the_current_projects_conf_is_composed_with_its_own_group_options(repo_r
     monkeypatch.chdir(tmp_path)
     assert compose(["data=polarity"]).data.labels == ["negative", "positive"]
     monkeypatch.chdir(tmp_path / "conf")  # no conf/ here: the installed project's, which has no such option
-    with pytest.raises(ConfigError, match="available: tone"):
+    with pytest.raises(ConfigError, match="available: home_commands, tone"):
         compose(["data=polarity"])
 
 

@@ -1,4 +1,4 @@
-"""The `slmtune` command: classify phrases, compose params.yaml, check the machine."""
+"""The `slmtune` command: classify phrases, generate answers, chat, compose params.yaml, check the machine."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ from pathlib import Path
 from slmtune.environment import go_offline
 from slmtune.errors import DataError, ModelError, SlmtuneError, add_debug_flag, exit_on_failure
 from slmtune.quiet import quiet_library_noise
+
+DEFAULT_MAX_NEW_TOKENS = 256
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -28,13 +30,25 @@ def build_parser() -> argparse.ArgumentParser:
         "--scores", action="store_true", help="also give each label's probability (JSON; a 'scores' field per row)"
     )
 
+    generate = commands.add_parser("generate", help="answer prompts with a generative model folder (streams one)")
+    generate.add_argument("prompt", nargs="?", help="one prompt; its answer streams to stdout")
+    chat = commands.add_parser("chat", help="an interactive chat in the terminal with a generative model folder")
+    for command in (generate, chat):
+        command.add_argument("--model-path", type=Path, default=Path("models/int4"))
+        command.add_argument("--max-new-tokens", type=int, default=DEFAULT_MAX_NEW_TOKENS, help="answer length cap")
+        command.add_argument("--temperature", type=float, default=0.0, help="0 (default): greedy; up to 2: sampled")
+        command.add_argument("--seed", type=int, default=0, help="seed of the sampling (temperature > 0)")
+    generate.add_argument("--input", type=Path, help="jsonl file whose rows have a 'prompt' field")
+    generate.add_argument("--output", type=Path, help="where to write the rows with 'response' added")
+    generate.add_argument("--field", default="prompt", help="the prompt field of each input row")
+
     params = commands.add_parser("params", help="compose conf/ into params.yaml (Hydra overrides allowed)")
     params.add_argument("overrides", nargs="*", help="e.g. hw=cuda train.learning_rate=1.0e-3")
     params.add_argument("--output", type=Path, default=Path("params.yaml"))
 
     check = commands.add_parser("check-hw", help="check that this machine can run a hardware profile")
     check.add_argument("overrides", nargs="*", help="e.g. hw=cuda")
-    for command in (classify, params, check):
+    for command in (classify, generate, chat, params, check):
         add_debug_flag(command)
     return parse
 
@@ -116,6 +130,111 @@ def classified_rows(model_path: Path, rows: list[dict], field: str, generate: bo
     return results
 
 
+def open_generator(args: argparse.Namespace):
+    """The generator for --model-path and the sampling the options ask for, both checked."""
+    from slmtune.config import compose
+    from slmtune.generation import Sampling, load_generator
+
+    sampling = Sampling(args.max_new_tokens, args.temperature, args.seed)
+    sampling.check()
+    check_model_path(args.model_path)
+    return load_generator(args.model_path, batch_size=compose().eval.batch_size), sampling
+
+
+def generation_task(model_path: Path):
+    """The task card of a generative model folder (cheap: read before the model loads)."""
+    from slmtune.scoring import check_model_kind
+
+    check_model_path(model_path)
+    return check_model_kind(model_path, "generation")
+
+
+def prompt_rows(args: argparse.Namespace, template: str | None) -> list[dict]:
+    """The rows to answer: one prompt, or --input's rows (a template model reads its template's columns)."""
+    from slmtune.generation_data import template_columns
+
+    if args.input is None:
+        if template is None:
+            return [{args.field: args.prompt}]
+        columns = template_columns(template)
+        if len(columns) != 1:
+            raise DataError(
+                f"the model's prompt template {template!r} reads the columns {columns}; give them as rows of "
+                "--input FILE.jsonl"
+            )
+        return [{columns[0]: args.prompt}]
+    if template is None:
+        return read_phrase_rows(args.input, args.field)
+    rows = []
+    for column in template_columns(template):
+        rows = read_phrase_rows(args.input, column)  # each column present, a non-empty string, in every row
+    return rows
+
+
+def generate(args: argparse.Namespace) -> None:
+    from slmtune.atomic import atomic_write_text
+    from slmtune.generation import chat_prompt
+
+    if (args.prompt is None) == (args.input is None):
+        raise SlmtuneError("give either one PROMPT or --input FILE.jsonl (with --output OUT.jsonl)")
+    if args.input is not None and args.output is None:
+        raise SlmtuneError("--input needs --output OUT.jsonl")
+    if args.prompt is not None and not args.prompt.strip():
+        raise DataError('the prompt is empty; give some text, e.g. `slmtune generate "turn on the porch light"`')
+    template = generation_task(args.model_path).prompt_template
+    rows = prompt_rows(args, template)
+    generator, sampling = open_generator(args)
+    if template is None:
+        prompts = [chat_prompt(generator, [("user", row[args.field])]) for row in rows]
+    else:
+        prompts = [template.format(**row) for row in rows]
+    if args.input is None:
+        for piece in generator.stream(prompts[0], sampling):
+            print(piece, end="", flush=True)
+        print()
+        return
+    answers = generator.generate(prompts, sampling)
+    lines = [json.dumps({**row, "response": a}, ensure_ascii=False) for row, a in zip(rows, answers, strict=True)]
+    atomic_write_text(args.output, "".join(line + "\n" for line in lines))
+    print(f"answered {len(rows)} rows -> {args.output}", file=sys.stderr)
+
+
+def chat(args: argparse.Namespace) -> None:
+    """Read a message, stream the answer, keep the conversation; /reset forgets it, /exit (or EOF) ends."""
+    from slmtune.generation import chat_prompt
+
+    if generation_task(args.model_path).prompt_template is not None:
+        raise ModelError(
+            f"{args.model_path}: trained on a text template, not a chat (data.format=text_template); "
+            "use `slmtune generate` with it"
+        )
+    generator, sampling = open_generator(args)
+    interactive = sys.stdin.isatty()
+    print(f"chatting with {args.model_path}; /reset forgets the conversation, /exit ends it", file=sys.stderr)
+    history: list[tuple[str, str]] = []
+    while True:
+        try:
+            message = input("you> " if interactive else "").strip()
+        except EOFError:
+            break
+        if message in ("/exit", "/quit"):
+            break
+        if message == "/reset":
+            history = []
+            print("(conversation forgotten)", file=sys.stderr)
+            continue
+        if not message:
+            continue
+        history.append(("user", message))
+        print("assistant> ", end="", flush=True)
+        pieces = []
+        for piece in generator.stream(chat_prompt(generator, history), sampling):
+            pieces.append(piece)
+            print(piece, end="", flush=True)
+        print(flush=True)
+        history.append(("assistant", "".join(pieces).strip()))
+
+
 def compose_params(args: argparse.Namespace) -> None:
     from slmtune.config import write_params
 
@@ -132,7 +251,13 @@ def check_hw(args: argparse.Namespace) -> None:
     print(f"hw={hw.name}: this machine can run it", file=sys.stderr)
 
 
-COMMANDS = {"classify": classify, "params": compose_params, "check-hw": check_hw}
+COMMANDS = {
+    "classify": classify,
+    "generate": generate,
+    "chat": chat,
+    "params": compose_params,
+    "check-hw": check_hw,
+}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -7,6 +7,7 @@ same token ids (the folders carry the same tokenizer), so every artifact is comp
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -65,6 +66,16 @@ def chat_prompt(generator: TextGenerator, messages: list[tuple[str, str]]) -> st
     return generator.hf_tokenizer.apply_chat_template(rendered, tokenize=False, add_generation_prompt=True)
 
 
+def answer_room(prompt_tokens: int, max_new_tokens: int, context: int) -> int:
+    """How many tokens an answer may have: `max_new_tokens`, or less where the context ends first."""
+    if prompt_tokens >= context:
+        raise ModelError(
+            f"the prompt is {prompt_tokens} tokens; the model's context holds {context}: shorten the prompt"
+            " (or, in a chat, /reset the conversation)"
+        )
+    return min(max_new_tokens, context - prompt_tokens)
+
+
 def masked_nll(logits: np.ndarray, ids: Sequence[int], labels: Sequence[int]) -> tuple[float, int]:
     """Negative log-likelihood (float64) of the labelled tokens of one row, and how many there are."""
     positions = [p for p in range(1, len(ids)) if labels[p] != IGNORE_INDEX]
@@ -94,6 +105,13 @@ class TorchGenerator:
     def _pad(self) -> int:
         return self.hf_tokenizer.pad_token_id if self.hf_tokenizer.pad_token_id is not None else 0
 
+    def _room(self, prompt_tokens: int, sampling: Sampling) -> Sampling:
+        """`sampling` with max_new_tokens cut to what the model's context leaves after the prompt."""
+        context = int(self.model.config.max_position_embeddings)
+        return Sampling(
+            answer_room(prompt_tokens, sampling.max_new_tokens, context), sampling.temperature, sampling.seed
+        )
+
     def generate(self, prompts: list[str], sampling: Sampling) -> list[str]:
         """Left-padded batches; the new tokens decoded without special tokens."""
         import torch
@@ -106,8 +124,9 @@ class TorchGenerator:
                 batch = tokenizer(
                     prompts[i : i + self.batch_size], return_tensors="pt", padding=True, add_special_tokens=False
                 ).to(self.device)
+                room = self._room(batch["input_ids"].shape[1], sampling)
                 with torch.no_grad():
-                    output = self.model.generate(**batch, **self._options(sampling))
+                    output = self.model.generate(**batch, **self._options(room))
                 texts += tokenizer.batch_decode(output[:, batch["input_ids"].shape[1] :], skip_special_tokens=True)
         finally:
             tokenizer.padding_side = "right"
@@ -121,9 +140,11 @@ class TorchGenerator:
         streamer = TextIteratorStreamer(self.hf_tokenizer, skip_prompt=True, skip_special_tokens=True)
         batch = self.hf_tokenizer([prompt], return_tensors="pt", add_special_tokens=False).to(self.device)
 
+        room = self._room(batch["input_ids"].shape[1], sampling)
+
         def run() -> None:
             with torch.no_grad():
-                self.model.generate(**batch, **self._options(sampling), streamer=streamer)
+                self.model.generate(**batch, **self._options(room), streamer=streamer)
 
         worker = threading.Thread(target=run, daemon=True)
         worker.start()
@@ -181,7 +202,8 @@ class OnnxGenaiGenerator:
 
     def _tokens(self, prompt: str, sampling: Sampling) -> Iterator[int]:
         ids = np.asarray(self.tokenizer.encode(prompt), dtype=np.int32)
-        generator = self._generator(len(ids) + sampling.max_new_tokens, sampling)
+        context = int(json.loads((self.folder / "genai_config.json").read_text())["model"]["context_length"])
+        generator = self._generator(answer_room(len(ids), sampling.max_new_tokens, context) + len(ids), sampling)
         generator.append_tokens(ids)
         while not generator.is_done():
             generator.generate_next_token()

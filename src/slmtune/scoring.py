@@ -326,7 +326,7 @@ def is_onnx_folder(folder: Path) -> bool:
     return (folder / "genai_config.json").is_file()
 
 
-USE_INSTEAD = {"classification": "slmtune classify", "generation": "slmtune generate (or slmtune chat)"}
+USE_INSTEAD = {"classification": "`slmtune classify`", "generation": "`slmtune generate` or `slmtune chat`"}
 
 
 def check_model_kind(folder: Path, kind: str) -> Task:
@@ -344,7 +344,7 @@ def check_model_kind(folder: Path, kind: str) -> Task:
     if task.kind != kind:
         raise ModelError(
             f"{folder}: this model was fine-tuned for {task.kind} (its task card says so), not {kind}; "
-            f"use `{USE_INSTEAD[task.kind]}` with it"
+            f"use {USE_INSTEAD[task.kind]} with it"
         )
     return task
 
