@@ -480,6 +480,175 @@ def _input_without_output(ws: Workspace) -> list[str]:
     return cli("classify", "--input", "in.jsonl", "--model-path", "models/merged")
 
 
+# ---------------------------------------------------------------------------- generation (kind=generation)
+
+QA = "data/raw/qa.jsonl"
+QA_ROWS = [
+    (f"How do I pack item {n} for a trip?", f"Roll item {n} tightly and put it at the bottom.") for n in range(20)
+]
+GEN_BAD_LINE = len(QA_ROWS) + 1
+CHAT = [{"role": "user", "content": "lights on"}, {"role": "assistant", "content": "done"}]
+
+
+def qa_jsonl(extra: str = "") -> str:
+    rows = "".join(json.dumps({"Question": q, "Best Answer": a}) + "\n" for q, a in QA_ROWS)
+    return rows + (extra + "\n" if extra else "")
+
+
+def chats_jsonl(extra: str) -> str:
+    rows = [
+        {"messages": [{"role": "user", "content": f"request {n}"}, {"role": "assistant", "content": "ok"}]}
+        for n in range(20)
+    ]
+    return "".join(json.dumps(row) + "\n" for row in rows) + extra + "\n"
+
+
+def generation(ws: Workspace, fmt: str, content: str, name: str = "qa.jsonl", **changes: object) -> list[str]:
+    """A generative task in `fmt` over `content`; `prepare` is the command."""
+    ws.write(f"data/raw/{name}", content)
+    settings = {"kind": "generation", "format": fmt, "labels": [], "instruction": None, "source": f"data/raw/{name}"}
+    settings |= {"text_field": "Question", "label_field": "Best Answer", **changes}
+    ws.set(**{f"data__{key}": value for key, value in settings.items()})
+    return PREPARE
+
+
+def generation_case(name: str, fmt: str, content: str, *expect: str, **changes: object) -> None:
+    CASES[name] = Case(lambda ws: generation(ws, fmt, content, **changes), expect)
+
+
+generation_case(
+    "generation: missing prompt field",
+    "fields",
+    qa_jsonl('{"Best Answer": "Yes."}'),
+    f"{QA}:{GEN_BAD_LINE}: missing field 'Question'",
+)
+generation_case(
+    "generation: missing response field",
+    "fields",
+    qa_jsonl('{"Question": "Can I bring a kettle?"}'),
+    f"{QA}:{GEN_BAD_LINE}: missing field 'Best Answer'",
+)
+generation_case(
+    "generation: empty response",
+    "fields",
+    qa_jsonl('{"Question": "Can I bring a kettle?", "Best Answer": "  "}'),
+    f"{QA}:{GEN_BAD_LINE}: field 'Best Answer' (the response) is empty",
+)
+generation_case(
+    "generation: duplicate request",
+    "fields",
+    qa_jsonl('{"Question": "how do I pack ITEM 0 for a trip?", "Best Answer": "Again."}'),
+    f"{QA}:{GEN_BAD_LINE}: duplicate request (same as line 1",
+)
+generation_case(
+    "generation: messages is not a list",
+    "messages",
+    chats_jsonl('{"messages": "hello"}'),
+    f"{QA}:{GEN_BAD_LINE}: field 'messages' is text, not a JSON list",
+)
+generation_case(
+    "generation: messages is an empty list",
+    "messages",
+    chats_jsonl('{"messages": []}'),
+    f"{QA}:{GEN_BAD_LINE}: field 'messages' must be a non-empty list",
+    "an empty list",
+)
+generation_case(
+    "generation: a turn is not a role/content object",
+    "messages",
+    chats_jsonl(json.dumps({"messages": [CHAT[0], ["assistant", "done"]]})),
+    f"{QA}:{GEN_BAD_LINE}: turn 2 of 'messages' is not a",
+)
+generation_case(
+    "generation: unknown role",
+    "messages",
+    chats_jsonl(json.dumps({"messages": [{"role": "bot", "content": "hi"}, CHAT[1]]})),
+    f"{QA}:{GEN_BAD_LINE}: turn 1 has unknown role 'bot'",
+)
+generation_case(
+    "generation: no assistant turn",
+    "messages",
+    chats_jsonl(json.dumps({"messages": [CHAT[0]]})),
+    f"{QA}:{GEN_BAD_LINE}: 'messages' has no assistant turn",
+)
+generation_case(
+    "generation: chat ends with a user turn",
+    "messages",
+    chats_jsonl(json.dumps({"messages": [*CHAT, {"role": "user", "content": "thanks"}]})),
+    f"{QA}:{GEN_BAD_LINE}: 'messages' ends with a user turn",
+)
+generation_case(
+    "generation: an assistant turn without text",
+    "messages",
+    chats_jsonl(json.dumps({"messages": [CHAT[0], {"role": "assistant", "content": ""}]})),
+    f"{QA}:{GEN_BAD_LINE}: turn 2 (assistant) has no text",
+)
+generation_case(
+    "generation: a system turn after the first",
+    "messages",
+    chats_jsonl(json.dumps({"messages": [CHAT[0], {"role": "system", "content": "be brief"}, CHAT[1]]})),
+    f"{QA}:{GEN_BAD_LINE}: turn 2 is a system turn",
+)
+generation_case(
+    "generation: text_template names a column the data lacks",
+    "text_template",
+    qa_jsonl(),
+    f"{QA}:1: missing field 'answer'",
+    prompt_template="Q: {Question}\nA: ",
+    completion_template="{answer}",
+)
+generation_case(
+    "generation: text_template's completion names no column",
+    "text_template",
+    qa_jsonl(),
+    "data.completion_template 'Thanks!' names no column",
+    prompt_template="Q: {Question}\nA: ",
+    completion_template="Thanks!",
+)
+generation_case(
+    "generation: a row longer than model.max_length",
+    "fields",
+    qa_jsonl(json.dumps({"Question": "Why? " * 200, "Best Answer": "Because."})),
+    f"{QA}:{GEN_BAD_LINE}: ",
+    "tokens with the chat template, over model.max_length=128",
+)
+params_case(
+    "generation: text_template without its prompt/completion split",
+    {
+        "data__kind": "generation",
+        "data__labels": [],
+        "data__format": "text_template",
+        "data__prompt_template": "Q: {q}",
+    },
+    "'data.completion_template' is empty; format=text_template needs both",
+)
+params_case(
+    "generation: a label set for a generative task",
+    {"data__kind": "generation", "data__instruction": None},
+    "'data.labels' is ['sad', 'joy', 'fear', 'surprise']; kind=generation has no label set",
+)
+params_case(
+    "generation: a classification task with a chat column",
+    {"data__format": "messages"},
+    "'data.format' is 'messages', but kind=classification reads a text and a label column",
+)
+
+
+@case("generation: --max-new-tokens out of range", "max_new_tokens is 0; it must be at least 1")
+def _max_new_tokens(ws: Workspace) -> list[str]:
+    return cli("generate", "turn on the lights", "--max-new-tokens", "0")
+
+
+@case("generation: --temperature out of range", "temperature is 5.0; it must be from 0 (greedy) to 2")
+def _temperature(ws: Workspace) -> list[str]:
+    return cli("generate", "turn on the lights", "--temperature", "5")
+
+
+@case("generation: generate with a classification model", "fine-tuned for classification", needs_models=True)
+def _generate_with_a_classifier(ws: Workspace) -> list[str]:
+    return cli("generate", "turn on the lights", "--model-path", "models/merged")
+
+
 # ---------------------------------------------------------------------------- fixtures and the test
 
 
@@ -520,7 +689,8 @@ def run_python(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
 def test_there_are_at_least_thirty_cases():
     assert len(CASES) >= 30
     groups = {name.split(":")[0] for name in CASES}
-    assert groups == {"data", "config", "models", "classify"}
+    assert groups == {"data", "config", "models", "classify", "generation"}
+    assert sum(name.startswith("generation:") for name in CASES) >= 15
 
 
 @pytest.mark.parametrize("name", list(CASES))

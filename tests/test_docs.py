@@ -35,6 +35,9 @@ CHECKED_ELSEWHERE = {
         "test_pipeline.test_every_method_reaches_an_accurate_int4_model and the experiment tests"
     ),
     r"dvc exp run -n polarity .*": "test_pipeline.test_your_own_task_runs_end_to_end_from_a_csv",
+    r"dvc exp run -S data=(home_commands|travel_qa)": "test_generation_pipeline (each format end to end)",
+    r"(\.venv/bin/)?slmtune generate .*": "test_generation_pipeline (one prompt, a file, sampling)",
+    r"(\.venv/bin/)?slmtune chat --model-path models/int4": "test_generation_pipeline.test_chat_keeps_the_conversation",
     r"dvc exp run -S data\.source=data/raw/my_phrases\.csv": "test_pipeline (your own task, from a CSV)",
     r"dvc exp run --queue .*|dvc queue start": "test_gate (build options as experiment params)",
     r"dvc exp show --md --drop .*": "test_pipeline.test_experiments_with_a_changed_param_show_up_in_exp_show",

@@ -130,15 +130,21 @@ def classified_rows(model_path: Path, rows: list[dict], field: str, generate: bo
     return results
 
 
-def open_generator(args: argparse.Namespace):
-    """The generator for --model-path and the sampling the options ask for, both checked."""
-    from slmtune.config import compose
-    from slmtune.generation import Sampling, load_generator
+def sampling_options(args: argparse.Namespace):
+    """--max-new-tokens, --temperature and --seed, checked before anything loads."""
+    from slmtune.generation import Sampling
 
     sampling = Sampling(args.max_new_tokens, args.temperature, args.seed)
     sampling.check()
-    check_model_path(args.model_path)
-    return load_generator(args.model_path, batch_size=compose().eval.batch_size), sampling
+    return sampling
+
+
+def open_generator(args: argparse.Namespace):
+    """The generator for --model-path."""
+    from slmtune.config import compose
+    from slmtune.generation import load_generator
+
+    return load_generator(args.model_path, batch_size=compose().eval.batch_size)
 
 
 def generation_task(model_path: Path):
@@ -181,9 +187,10 @@ def generate(args: argparse.Namespace) -> None:
         raise SlmtuneError("--input needs --output OUT.jsonl")
     if args.prompt is not None and not args.prompt.strip():
         raise DataError('the prompt is empty; give some text, e.g. `slmtune generate "turn on the porch light"`')
+    sampling = sampling_options(args)
     template = generation_task(args.model_path).prompt_template
     rows = prompt_rows(args, template)
-    generator, sampling = open_generator(args)
+    generator = open_generator(args)
     if template is None:
         prompts = [chat_prompt(generator, [("user", row[args.field])]) for row in rows]
     else:
@@ -203,12 +210,13 @@ def chat(args: argparse.Namespace) -> None:
     """Read a message, stream the answer, keep the conversation; /reset forgets it, /exit (or EOF) ends."""
     from slmtune.generation import chat_prompt
 
+    sampling = sampling_options(args)
     if generation_task(args.model_path).prompt_template is not None:
         raise ModelError(
             f"{args.model_path}: trained on a text template, not a chat (data.format=text_template); "
             "use `slmtune generate` with it"
         )
-    generator, sampling = open_generator(args)
+    generator = open_generator(args)
     interactive = sys.stdin.isatty()
     print(f"chatting with {args.model_path}; /reset forgets the conversation, /exit ends it", file=sys.stderr)
     history: list[tuple[str, str]] = []

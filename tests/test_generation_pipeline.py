@@ -1,0 +1,198 @@
+"""Generative tasks end to end: every data format through all five stages, the CLI on the result.
+
+One module fixture runs four `dvc exp run`s at once (one thread each), each in a fresh copy of the
+project: the embedded generative task (`data=home_commands`, its full training), and three small
+ones, one per other format: Olive's Q&A shape (`data=travel_qa`, Question / Best Answer), chats with
+two assistant turns (`format=messages`), and Olive's tone `text_template`.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from helpers import copy_project, sh, tool_env
+
+pytestmark = pytest.mark.slow
+SMALL = ["train.num_train_epochs=2", "eval.latency_examples=2", "eval.latency_repetitions=1"]
+
+
+def data_config(project: Path, name: str, max_new_tokens: int = 48, **changes) -> None:
+    """conf/data/NAME.yaml: the home_commands config with `changes` to its data section."""
+    config = yaml.safe_load((project / "conf/data/home_commands.yaml").read_text())
+    config["data"] |= {"name": name, **changes}
+    config["eval"]["max_new_tokens"] = max_new_tokens
+    (project / f"conf/data/{name}.yaml").write_text("# @package _global_\n" + yaml.safe_dump(config, sort_keys=False))
+
+
+def chats_file(project: Path) -> str:
+    """150 two-request chats from the home_commands rows: two assistant turns each."""
+    rows = [json.loads(line) for line in (project / "data/raw/home_commands.jsonl").read_text().splitlines()][:300]
+    chats = []
+    for first, second in zip(rows[::2], rows[1::2], strict=True):
+        turns = [("user", first["request"]), ("assistant", first["command"])]
+        turns += [("user", second["request"]), ("assistant", second["command"])]
+        chats.append({"messages": [{"role": role, "content": content} for role, content in turns]})
+    (project / "data/raw/chats.jsonl").write_text("".join(json.dumps(chat) + "\n" for chat in chats))
+    return "data/raw/chats.jsonl"
+
+
+def tone_sample(project: Path) -> str:
+    lines = (project / "data/raw/tone.jsonl").read_text().splitlines()[:240]
+    (project / "data/raw/tone_sample.jsonl").write_text("\n".join(lines) + "\n")
+    return "data/raw/tone_sample.jsonl"
+
+
+def set_up(project: Path, name: str) -> list[str]:
+    """The overrides of experiment `name`, after writing the data and config it needs into `project`."""
+    if name == "home_commands":
+        return ["data=home_commands"]
+    if name == "travel_qa":
+        return ["data=travel_qa", *SMALL]
+    if name == "chats":
+        data_config(project, "chats", format="messages", source=chats_file(project), system="You run the house.")
+    else:  # Olive's tone example: text_template "### Text: {phrase}\n### The tone is:\n{tone}", cut at the answer
+        templates = {"prompt_template": "### Text: {phrase}\n### The tone is:\n", "completion_template": "{tone}"}
+        data_config(project, name, 4, format="text_template", source=tone_sample(project), **templates)
+    sh(["git", "add", "-A"], project)
+    sh(["git", "commit", "-q", "-m", f"task {name}"], project)
+    return [f"data={name}", *SMALL]
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("generation")
+    names = ("home_commands", "travel_qa", "chats", "tone_template")
+    projects = {name: copy_project(root / name / "project") for name in names}
+    running = {}
+    for name, project in projects.items():
+        overrides = [*set_up(project, name), "hw.num_threads=1"]
+        log = (root / f"{name}.log").open("w")
+        command = ["dvc", "exp", "run", "--name", name, *[arg for o in overrides for arg in ("-S", o)]]
+        running[name] = subprocess.Popen(command, cwd=project, env=tool_env(), stdout=log, stderr=subprocess.STDOUT)
+    for name, process in running.items():
+        assert process.wait(timeout=1500) == 0, (root / f"{name}.log").read_text()[-4000:]
+    return projects
+
+
+def eval_metrics(project: Path) -> dict:
+    return json.loads((project / "metrics/eval.json").read_text())
+
+
+def slmtune(project: Path, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        ["slmtune", *args], cwd=project, env=tool_env(), capture_output=True, text=True, input=stdin, timeout=300
+    )
+
+
+def test_the_embedded_generative_task_learns_and_survives_int4(runs):
+    metrics = eval_metrics(runs["home_commands"])
+    assert metrics["int4"]["exact_match"] >= 0.80
+    assert metrics["base"]["exact_match"] <= 0.05
+    assert metrics["int4"]["perplexity"] <= 1.05 * metrics["merged"]["perplexity"]
+    assert metrics["agreement"]["merged_vs_int4"] >= 0.95  # int4 greedy output equals merged's
+    assert metrics["gate"]["passed"] and metrics["test_examples"] == 250
+    for name in ("base", "adapter", "merged", "int4"):
+        assert set(metrics[name]) == {"perplexity", "exact_match", "chrf", "size_mb"}
+    answers = json.loads((runs["home_commands"] / "plots/answers/int4.json").read_text())
+    assert len(answers) == 250 and set(answers[0]) == {"prompt", "reference", "output"}
+
+
+def test_exp_show_and_plots_carry_the_generation_figures(runs):
+    project = runs["home_commands"]
+    shown = json.loads(sh(["dvc", "exp", "show", "--json"], project).stdout)
+    revs = [rev for commit in shown for exp in commit.get("experiments") or [] for rev in exp.get("revs", [])]
+    data = next(rev["data"] for rev in revs if rev.get("name") == "home_commands")
+    figures = data["metrics"]["metrics/eval.json"]["data"]
+    assert {"perplexity", "exact_match", "chrf"} <= set(figures["int4"])
+    run_figures = data["metrics"]["metrics/eval_run.json"]["data"]
+    assert run_figures["int4"]["tokens_per_s"] > 0
+    page = sh(["dvc", "plots", "show", "--json"], project).stdout
+    assert "plots/artifacts.json" in page and "perplexity" in page
+
+
+def test_hf_and_onnx_runtime_genai_tokenize_every_prompt_and_response_alike(runs):
+    from slmtune.data import read_jsonl
+    from slmtune.models import load_tokenizer
+    from slmtune.ortgenai import load_model, onnxruntime_genai
+
+    project = runs["home_commands"]
+    hf = load_tokenizer(project / "models/int4")
+    og = onnxruntime_genai()
+    genai = og.Tokenizer(load_model(project / "models/int4"))
+    texts = []
+    for split in ("train", "val", "test"):
+        texts += [
+            t for row in read_jsonl(project / f"data/prepared/{split}.jsonl") for t in (row["prompt"], row["response"])
+        ]
+    assert len(texts) == 2 * 2500
+    mismatched = [text for text in texts if list(genai.encode(text)) != hf(text)["input_ids"]]
+    assert mismatched == []
+
+
+def test_only_answer_tokens_carry_loss_in_every_format(runs):
+    from slmtune.data import read_jsonl
+    from slmtune.models import load_tokenizer
+    from slmtune.tokenization import IGNORE_INDEX, tokenized_split
+
+    for name in ("home_commands", "travel_qa", "chats", "tone_template"):
+        project = runs[name]
+        tokenizer = load_tokenizer(project / "models/base")
+        rows = read_jsonl(project / "data/prepared/train.jsonl")
+        dataset = tokenized_split(Path("train.jsonl"), rows, tokenizer, None)
+        for row, ids, labels in zip(rows, dataset["input_ids"], dataset["labels"], strict=True):
+            trained = "".join(text for text, is_trained in row["segments"] if is_trained)
+            kept = [token for token, label in zip(ids, labels, strict=True) if label != IGNORE_INDEX]
+            assert tokenizer.decode(kept) == trained, name
+        answers = [text for text, is_trained in rows[0]["segments"] if is_trained]
+        assert len(answers) == (2 if name == "chats" else 1)
+        assert eval_metrics(project)["int4"]["perplexity"] > 0
+        assert json.loads((project / "models/int4/slmtune_task.json").read_text())["kind"] == "generation"
+
+
+def test_olives_qa_shape_and_templates_reach_int4(runs):
+    card = json.loads((runs["tone_template"] / "models/int4/slmtune_task.json").read_text())
+    assert card["prompt_template"] == "### Text: {phrase}\n### The tone is:\n"
+    result = slmtune(runs["tone_template"], "generate", "What a lovely day", "--max-new-tokens", "4")
+    assert result.returncode == 0, result.stderr
+    qa = eval_metrics(runs["travel_qa"])
+    assert qa["test_examples"] == 15 and qa["int4"]["chrf"] >= 0
+
+
+def test_generate_streams_an_answer_and_fills_a_file(runs, tmp_path):
+    project = runs["home_commands"]
+    result = slmtune(project, "generate", "please switch off the kitchen lights at 7 pm")
+    assert result.returncode == 0, result.stderr
+    command = json.loads(result.stdout)
+    assert command == {"action": "turn_off", "device": "light", "room": "kitchen", "time": "19:00"}
+    source = tmp_path / "in.jsonl"
+    source.write_text('{"prompt": "lock the front door", "id": 1}\n{"prompt": "start the dishwasher", "id": 2}\n')
+    result = slmtune(project, "generate", "--input", str(source), "--output", str(tmp_path / "out.jsonl"))
+    assert result.returncode == 0, result.stderr
+    rows = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert [row["id"] for row in rows] == [1, 2]
+    assert json.loads(rows[0]["response"])["device"] == "door_lock"
+    sampled = [
+        slmtune(project, "generate", "open the blinds", "--temperature", "0.7", "--seed", "1", "--max-new-tokens", "64")
+        for _ in range(2)
+    ]
+    assert sampled[0].returncode == 0 and sampled[0].stdout == sampled[1].stdout  # seeded: the same draw twice
+
+
+def test_chat_keeps_the_conversation(runs):
+    result = slmtune(
+        runs["chats"], "chat", "--model-path", "models/merged", stdin="open the garage door\nand lock it\n"
+    )
+    assert result.returncode == 0, result.stderr
+    answers = [line for line in result.stdout.splitlines() if line.startswith("assistant> ")]
+    assert len(answers) == 2
+
+
+def test_each_kind_refuses_the_other_kinds_command(runs):
+    result = slmtune(runs["home_commands"], "classify", "hello")
+    assert result.returncode == 1 and "fine-tuned for generation" in result.stderr
+    assert "slmtune generate" in result.stderr
