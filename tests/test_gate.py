@@ -59,6 +59,43 @@ def test_gate_fails_when_generated_labels_disagree_beyond_max_disagreement():
         check_gate(figures)
 
 
+def answers(name: str, nll: float, wrong: int = 0):
+    """A generative artifact's results: 100 answers, the first `wrong` of them wrong, `nll` over 400 tokens."""
+    from slmtune.generation_eval import GenerationResult
+
+    outputs = ["nope" if i < wrong else f"answer {i}" for i in range(100)]
+    return GenerationResult(name, outputs, nll, 400, latency_ms=1.0, tokens_per_s=1.0, size_bytes=1)
+
+
+REFERENCES = [f"answer {i}" for i in range(100)]
+
+
+def test_the_generation_gate_passes_within_its_perplexity_ratio_and_exact_match_drop():
+    from slmtune.generation_eval import quantization_gate as generation_gate
+
+    figures = generation_gate(answers("merged", 40.0), answers("int4", 44.0, wrong=2), REFERENCES, 1.05, 0.02)
+    assert figures["passed"] is True and figures["exact_match_drop"] == 0.02
+    assert figures["perplexity_ratio"] == round(2.718281828 ** (4 / 400), 4)
+
+
+def test_the_generation_gate_fails_on_perplexity_beyond_max_int4_ppl_ratio():
+    from slmtune.generation_eval import quantization_gate as generation_gate
+
+    figures = generation_gate(answers("merged", 40.0), answers("int4", 80.0), REFERENCES, 1.05, 0.02)
+    assert figures["passed"] is False and figures["perplexity_ratio"] > 1.05
+    with pytest.raises(VerificationError, match=r"eval\.max_int4_ppl_ratio=1\.05.*eval\.max_int4_drop=0\.02"):
+        check_gate(figures, generation=True)
+
+
+def test_the_generation_gate_fails_on_an_exact_match_drop():
+    from slmtune.generation_eval import quantization_gate as generation_gate
+
+    figures = generation_gate(answers("merged", 40.0), answers("int4", 40.0, wrong=3), REFERENCES, 1.05, 0.02)
+    assert figures["passed"] is False and figures["same_output"] == 0.97
+    with pytest.raises(VerificationError, match=r"exact match 0\.9700 vs 1\.0000 \(drop \+0\.0300"):
+        check_gate(figures, generation=True)
+
+
 def test_gate_is_skipped_when_int4_is_not_evaluated(capsys):
     figures = gate({"merged": artifact("merged")}, TRUTH, params(artifacts=["merged"]))
     assert figures == {"skipped": "int4 not in eval.artifacts"}

@@ -82,8 +82,10 @@ def chrf(outputs: list[str], references: list[str]) -> float:
     return round(float(CHRF().corpus_score([o.strip() for o in outputs], [[r.strip() for r in references]]).score), 2)
 
 
-def perplexity(result: GenerationResult) -> float:
-    return round(math.exp(min(result.nll / max(result.tokens, 1), 50.0)), 4)
+def perplexity(result: GenerationResult, digits: int | None = 4) -> float:
+    """exp of the mean negative log-likelihood per answer token (rounded to `digits` for reports)."""
+    value = math.exp(min(result.nll / max(result.tokens, 1), 50.0))
+    return value if digits is None else round(value, digits)
 
 
 def summarise(result: GenerationResult, references: list[str]) -> dict[str, Any]:
@@ -99,6 +101,15 @@ def summarise(result: GenerationResult, references: list[str]) -> dict[str, Any]
 def agreement(first: list[str], second: list[str]) -> float:
     """Share of prompts on which two artifacts write the same answer."""
     return round(sum(a.strip() == b.strip() for a, b in zip(first, second, strict=True)) / len(first), 4)
+
+
+def exact_rows(references: list[str], outputs: list[str]) -> list[dict[str, str]]:
+    """Rows for DVC's confusion template: each answer exact or different (a 1x2 matrix per artifact)."""
+    verdict = {True: "exact", False: "different"}
+    return [
+        {"actual": "reference", "predicted": verdict[o.strip() == r.strip()]}
+        for r, o in zip(references, outputs, strict=True)
+    ]
 
 
 def comparison_rows(metrics: dict[str, dict[str, Any]], names: list[str]) -> list[dict[str, Any]]:
@@ -121,7 +132,7 @@ def quantization_gate(
     merged: GenerationResult, int4: GenerationResult, references: list[str], max_ppl_ratio: float, max_drop: float
 ) -> dict[str, Any]:
     """How far int4 falls behind merged: perplexity ratio and exact-match drop."""
-    ratio = perplexity(int4) / perplexity(merged)
+    ratio = perplexity(int4, digits=None) / perplexity(merged, digits=None)
     drop = exact_match(merged.outputs, references) - exact_match(int4.outputs, references)
     return {
         "merged_perplexity": perplexity(merged),

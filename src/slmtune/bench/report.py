@@ -140,27 +140,10 @@ def markdown(results: dict[str, Any]) -> str:
             f"| {TITLES[name]} | {_spread(ev['label_scoring_phrases_per_s'], 2)} | "
             f"{_spread(ev['greedy_generation_phrases_per_s'], 2)} | {ev['scoring_over_generation']:.2f}x |"
         )
-    training = results["training"]
+    lines += _training_table(results["training"], "the tone phrases", settings)
+    if "training_generative" in results:
+        lines += _training_table(results["training_generative"], "the generative task (home_commands)", settings)
     lines += [
-        "",
-        f"## Training throughput (train_lora, {training['steps']} steps of {training['batch_size']} rows per run)",
-        "",
-        "| batching | non-padding tokens/s | per step (tokens/s) | final loss | mean loss |",
-        "|---|---|---|---|---|",
-    ]
-    for mode, title in (("padded", "per-batch padding"), ("padding_free", "padding-free (`train.padding_free`)")):
-        run = training[mode]
-        lines.append(
-            f"| {title} | {run['tokens_per_second']:,.1f} | {_spread(run['per_step_tokens_per_second'])} | "
-            f"{run['final_loss']:.4f} | {run['mean_loss']:.4f} |"
-        )
-    lines += [
-        "",
-        f"Same rows, seed and steps; {training['padded']['runs']} runs per mode in the order "
-        f"{', '.join(training['order'])}, each run's first step a warm-up, not timed. Trained on "
-        f"{settings['train_model']}. Rows average {training['mean_row_tokens']} tokens; a padded batch of "
-        f"{training['batch_size']} computes {training['padding_overhead']:.2f} tokens per real token, which bounds "
-        "what dropping the padding can gain.",
         "",
         "## Targets",
         "",
@@ -174,6 +157,33 @@ def markdown(results: dict[str, Any]) -> str:
         )
     lines += ["", f"![latency and size per artifact]({PLOT})", ""]
     return "\n".join(lines)
+
+
+def _training_table(training: dict[str, Any], data: str, settings: dict[str, Any]) -> list[str]:
+    """The padded vs padding-free table of one data set."""
+    lines = [
+        "",
+        f"## Training throughput on {data} (train_lora, {training['steps']} steps of {training['batch_size']} rows "
+        "per run)",
+        "",
+        "| batching | non-padding tokens/s | per step (tokens/s) | final loss | mean loss |",
+        "|---|---|---|---|---|",
+    ]
+    for mode, title in (("padded", "per-batch padding"), ("padding_free", "padding-free (`train.padding_free`)")):
+        run = training[mode]
+        lines.append(
+            f"| {title} | {run['tokens_per_second']:,.1f} | {_spread(run['per_step_tokens_per_second'])} | "
+            f"{run['final_loss']:.4f} | {run['mean_loss']:.4f} |"
+        )
+    return [
+        *lines,
+        "",
+        f"Padding-free over padded: {training['speedup']:.2f}x. Same rows, seed and steps; "
+        f"{training['padded']['runs']} runs per mode in the order {', '.join(training['order'])}, each run's first "
+        f"step a warm-up, not timed. Trained on {settings['train_model']}. Rows average "
+        f"{training['mean_row_tokens']} tokens; a padded batch of {training['batch_size']} computes "
+        f"{training['padding_overhead']:.2f} tokens per real token, which bounds what dropping the padding can gain.",
+    ]
 
 
 def plot_png(results: dict[str, Any]) -> bytes:

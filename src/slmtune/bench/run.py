@@ -17,7 +17,8 @@ from slmtune.bench.models import ARTIFACTS, Workspace, build, describe, merge, p
 from slmtune.bench.timing import Progress
 from slmtune.errors import ConfigError
 
-STEPS = 8  # progress lines
+STEPS = 9  # progress lines
+GENERATIVE_TASK = "home_commands"  # the data config whose varied lengths show what padding-free training gains
 
 
 @dataclasses.dataclass
@@ -93,6 +94,8 @@ def run(settings: Settings, workdir: Path) -> dict[str, Any]:
         trained = training.compare(
             params, workspace.base, workspace.data, workspace.root / "train", settings.train_steps, adapter
         )
+    with progress.step(f"train_lora on data={GENERATIVE_TASK}: padded or padding-free, rows of varied length"):
+        generative = generative_training(settings, workspace)
     with progress.step("merge: the padded run's adapter into the base"):
         merge(workspace, adapter, params)
     with progress.step("build: int4 ONNX (the build group's settings)"):
@@ -143,11 +146,23 @@ def run(settings: Settings, workdir: Path) -> dict[str, Any]:
         "generation": generated,
         "size": sizes(workspace),
         "training": trained,
+        "training_generative": generative,
         "eval_throughput": evaluated,
     }
     results["targets"] = report.targets(results)
     results["wall_time_s"] = round(time.perf_counter() - started, 1)
     return results
+
+
+def generative_training(settings: Settings, workspace: Workspace) -> dict[str, Any]:
+    """The padded vs padding-free comparison on the generative task's rows, with the benchmarked model."""
+    from slmtune.config import compose
+
+    params = compose([f"model={settings.model}", f"data={GENERATIVE_TASK}", *settings.overrides])
+    generative = Workspace(workspace.root / GENERATIVE_TASK)
+    prepare_base(generative, params)
+    work = generative.root / "train"
+    return training.compare(params, generative.base, generative.data, work, settings.train_steps, work / "adapter")
 
 
 def _prompt_ids(folder: Path, instruction: str, phrase: str) -> list[int]:

@@ -130,11 +130,13 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
 def compare(params: Params, base: Path, prepared: Path, work: Path, steps: int, adapter: Path) -> dict[str, Any]:
     """Padded and padding-free runs on the same rows, in ABBA order; the first padded run saves `adapter`."""
     from slmtune.models import load_tokenizer
+    from slmtune.tokenization import row_segments
 
     batch = params.hw.per_device_train_batch_size * params.hw.gradient_accumulation_steps
     rows = write_subset(prepared, work / "data", steps * batch)
     tokenizer = load_tokenizer(base)
-    lengths = [len(ids) for ids in tokenizer([r["prompt"] + r["completion"] for r in rows])["input_ids"]]
+    texts = ["".join(text for text, _ in row_segments(row, tokenizer.eos_token)) for row in rows]
+    lengths = [len(ids) for ids in tokenizer(texts)["input_ids"]]
     runs: dict[str, list[dict[str, Any]]] = {mode: [] for mode in MODES}
     for index, mode in enumerate(ORDER):
         out = adapter if mode == "padded" and not runs[mode] else None

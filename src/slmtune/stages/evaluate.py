@@ -177,6 +177,7 @@ def evaluate_generation(params: Params, test: Path, models: Path, outputs: Outpu
         agreement,
         comparison_rows,
         evaluate_generator,
+        exact_rows,
         latency_rows,
         quantization_gate,
         summarise,
@@ -209,8 +210,9 @@ def evaluate_generation(params: Params, test: Path, models: Path, outputs: Outpu
         metrics["gate"] = quantization_gate(*figures, eval_cfg.max_int4_ppl_ratio, eval_cfg.max_int4_drop)
     else:
         metrics["gate"] = {"skipped": "merged or int4 not in eval.artifacts"}
-    with atomic_outputs(outputs.confusion, outputs.answers) as (_, answers_tmp):  # no confusion matrix for text
+    with atomic_outputs(outputs.confusion, outputs.answers) as (plots_tmp, answers_tmp):
         for name, result in results.items():
+            atomic_write_json(plots_tmp / f"{name}.json", exact_rows(rows.references, result.outputs))
             answers = zip(rows.prompts, rows.references, result.outputs, strict=True)
             atomic_write_json(
                 answers_tmp / f"{name}.json", [{"prompt": p, "reference": r, "output": o} for p, r, o in answers]
@@ -222,19 +224,7 @@ def evaluate_generation(params: Params, test: Path, models: Path, outputs: Outpu
     atomic_write_json(outputs.run_metrics, run_figures)
     atomic_write_json(outputs.metrics, metrics)
     _print_generation_table(metrics, results)
-    check_generation_gate(metrics["gate"])
-
-
-def check_generation_gate(figures: dict) -> None:
-    from slmtune.errors import VerificationError
-    from slmtune.generation_eval import gate_failure_message, gate_summary
-
-    if "skipped" in figures:
-        print(f"[slmtune] quantization gate skipped: {figures['skipped']}", flush=True)
-    elif figures["passed"]:
-        print(f"[slmtune] quantization gate passed: {gate_summary(figures)}", flush=True)
-    else:
-        raise VerificationError(gate_failure_message(figures))
+    check_gate(metrics["gate"], generation=True)
 
 
 def _print_generation_table(metrics: dict, results: dict) -> None:
@@ -259,17 +249,18 @@ def gate(results: dict, truth: list[str], params: Params) -> dict:
     )
 
 
-def check_gate(figures: dict) -> None:
+def check_gate(figures: dict, generation: bool = False) -> None:
     """Print the gate's verdict; fail the stage (after every figure is written) when int4 fell too far behind."""
+    from slmtune import evaluation, generation_eval
     from slmtune.errors import VerificationError
-    from slmtune.evaluation import gate_failure_message, gate_summary
 
+    messages = generation_eval if generation else evaluation
     if "skipped" in figures:
         print(f"[slmtune] quantization gate skipped: {figures['skipped']}", flush=True)
     elif figures["passed"]:
-        print(f"[slmtune] quantization gate passed: {gate_summary(figures)}", flush=True)
+        print(f"[slmtune] quantization gate passed: {messages.gate_summary(figures)}", flush=True)
     else:
-        raise VerificationError(gate_failure_message(figures))
+        raise VerificationError(messages.gate_failure_message(figures))
 
 
 def _print_table(metrics: dict, results: dict) -> None:
