@@ -24,8 +24,9 @@ COMPLETE = {
     "models/int4": ["genai_config.json", "model.onnx", "model.onnx.data", "tokenizer.json", "slmtune_task.json"],
     "dvclive/train": ["metrics.json"],
     "plots/confusion": ["base.json", "adapter.json", "merged.json", "int4.json"],
+    "plots/answers": ["base.json", "adapter.json", "merged.json", "int4.json"],
 }
-JSON_OUTPUTS = ["metrics/train.json", "metrics/eval.json", "plots/artifacts.json"]
+JSON_OUTPUTS = ["metrics/train.json", "metrics/eval.json", "plots/artifacts.json", "plots/generation.json"]
 EPOCHS = 2.0  # a shorter training than the default's 5 epochs: enough to be killed, resumed and accurate
 # Seconds after a stage's start line (train_lora: its first checkpoint) at which it is still working.
 KILL_AFTER = {"prepare": 1.0, "train_lora": 1.0, "merge": 0.0, "build_int4": 2.0, "eval": 3.0}

@@ -120,8 +120,10 @@ def test_exp_show_and_plots_carry_the_generation_figures(runs):
     assert {"perplexity", "exact_match", "chrf"} <= set(figures["int4"])
     run_figures = data["metrics"]["metrics/eval_run.json"]["data"]
     assert run_figures["int4"]["tokens_per_s"] > 0
-    page = sh(["dvc", "plots", "show", "--json"], project).stdout
-    assert "plots/artifacts.json" in page and "perplexity" in page
+    plots = json.loads(sh(["dvc", "plots", "show", "--json"], project).stdout)["data"]
+    for title in ("Perplexity of the reference answers by artifact (generation)", "chrF by artifact (generation)"):
+        drawn = json.dumps(plots[title])
+        assert '"int4"' in drawn and "perplexity" in drawn  # the bars' data rows
 
 
 def test_hf_and_onnx_runtime_genai_tokenize_every_prompt_and_response_alike(runs):

@@ -52,7 +52,9 @@ def test_pipeline_writes_every_output(pipeline_run):
         "metrics/eval.json",
         "dvclive/train/plots/metrics/loss.tsv",
         *[f"plots/confusion/{name}.json" for name in ARTIFACTS],
+        *[f"plots/answers/{name}.json" for name in ARTIFACTS],
         "plots/artifacts.json",
+        "plots/generation.json",
         "plots/latency.json",
         "metrics/eval_run.json",
     ]

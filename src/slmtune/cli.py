@@ -234,13 +234,25 @@ def chat(args: argparse.Namespace) -> None:
         if not message:
             continue
         history.append(("user", message))
-        print("assistant> ", end="", flush=True)
-        pieces = []
-        for piece in generator.stream(chat_prompt(generator, history), sampling):
-            pieces.append(piece)
-            print(piece, end="", flush=True)
-        print(flush=True)
-        history.append(("assistant", "".join(pieces).strip()))
+        try:
+            answer = stream_answer(generator, chat_prompt(generator, history), sampling)
+        except ModelError as err:  # the conversation outgrew the model's context: say so, keep chatting
+            history.pop()
+            print(f"\n(not answered: {err})", file=sys.stderr, flush=True)
+            continue
+        history.append(("assistant", answer))
+
+
+def stream_answer(generator, prompt: str, sampling) -> str:
+    """Print the answer as it streams, after 'assistant> '; the whole answer."""
+    pieces = []
+    for piece in generator.stream(prompt, sampling):
+        if not pieces:
+            print("assistant> ", end="", flush=True)
+        pieces.append(piece)
+        print(piece, end="", flush=True)
+    print("" if pieces else "assistant> ", flush=True)
+    return "".join(pieces).strip()
 
 
 def compose_params(args: argparse.Namespace) -> None:

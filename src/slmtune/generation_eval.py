@@ -113,12 +113,14 @@ def exact_rows(references: list[str], outputs: list[str]) -> list[dict[str, str]
 
 
 def comparison_rows(metrics: dict[str, dict[str, Any]], names: list[str]) -> list[dict[str, Any]]:
-    """One row per artifact for DVC's bar charts (`accuracy` is exact match, as the shared chart reads it)."""
-    fields = ("exact_match", "chrf", "perplexity", "size_mb")
-    return [
-        {"artifact": name, "accuracy": metrics[name]["exact_match"], **{f: metrics[name][f] for f in fields}}
-        for name in names
-    ]
+    """The rows both kinds share in plots/artifacts.json: `accuracy` (exact match, for generation) and size."""
+    return [{"artifact": n, "accuracy": metrics[n]["exact_match"], "size_mb": metrics[n]["size_mb"]} for n in names]
+
+
+def text_score_rows(metrics: dict[str, dict[str, Any]], names: list[str]) -> list[dict[str, Any]]:
+    """plots/generation.json: perplexity, chrF and exact match per artifact, for DVC's bar charts."""
+    fields = ("perplexity", "chrf", "exact_match")
+    return [{"artifact": name, **{field: metrics[name][field] for field in fields}} for name in names]
 
 
 def latency_rows(results: dict[str, GenerationResult]) -> list[dict[str, Any]]:

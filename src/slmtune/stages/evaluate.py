@@ -21,10 +21,13 @@ def main(argv: list[str] | None = None) -> None:
     parse.add_argument("--plots", type=Path, default=Path("plots/confusion"))
     parse.add_argument("--answers", type=Path, default=Path("plots/answers"), help="every answer beside the truth")
     parse.add_argument("--comparison", type=Path, default=Path("plots/artifacts.json"))
+    parse.add_argument("--text-scores", type=Path, default=Path("plots/generation.json"), help="generation's bars")
     parse.add_argument("--latency", type=Path, default=Path("plots/latency.json"), help="wall-clock bar chart")
     parse.add_argument("--run-metrics", type=Path, default=Path("metrics/eval_run.json"), help="wall-clock figures")
     args = parse.parse_args(argv)
-    outputs = Outputs(args.metrics, args.plots, args.answers, args.comparison, args.latency, args.run_metrics)
+    outputs = Outputs(
+        args.metrics, args.plots, args.answers, args.comparison, args.text_scores, args.latency, args.run_metrics
+    )
     run("eval", lambda: evaluate(stage_params(args.params, scipy=True), args.test, args.models, outputs))
 
 
@@ -36,6 +39,7 @@ class Outputs:
     confusion: Path  # classification only: one confusion matrix per artifact
     answers: Path  # per artifact, every test example's answer beside the reference
     comparison: Path
+    text_scores: Path  # generation: perplexity, chrF and exact match per artifact ([] for classification)
     latency: Path
     run_metrics: Path
 
@@ -137,6 +141,7 @@ def evaluate(params: Params, test: Path, models: Path, outputs: Outputs) -> None
             rows = [{"phrase": p, "label": t, "prediction": s, "generated": g} for p, t, s, g in answers]
             atomic_write_json(answers_tmp / f"{name}.json", rows)
     atomic_write_json(outputs.comparison, comparison_rows(metrics, list(results)))
+    atomic_write_json(outputs.text_scores, [])  # generation's plots have nothing to draw for a label task
     latency = latency_rows(results)
     atomic_write_json(outputs.latency, latency)
     atomic_write_json(outputs.run_metrics, {row["artifact"]: {"latency_ms": row["latency_ms"]} for row in latency})
@@ -181,6 +186,7 @@ def evaluate_generation(params: Params, test: Path, models: Path, outputs: Outpu
         latency_rows,
         quantization_gate,
         summarise,
+        text_score_rows,
     )
 
     check_artifacts(params.eval.artifacts, models)
@@ -218,6 +224,7 @@ def evaluate_generation(params: Params, test: Path, models: Path, outputs: Outpu
                 answers_tmp / f"{name}.json", [{"prompt": p, "reference": r, "output": o} for p, r, o in answers]
             )
     atomic_write_json(outputs.comparison, comparison_rows(metrics, list(results)))
+    atomic_write_json(outputs.text_scores, text_score_rows(metrics, list(results)))
     latency = latency_rows(results)
     atomic_write_json(outputs.latency, latency)
     run_figures = {row["artifact"]: {k: v for k, v in row.items() if k != "artifact"} for row in latency}
