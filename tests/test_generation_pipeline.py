@@ -195,9 +195,8 @@ def test_generate_streams_an_answer_and_fills_a_file(runs, tmp_path):
 
 
 def test_chat_keeps_the_conversation(runs):
-    result = slmtune(
-        runs["chats"], "chat", "--model-path", "models/merged", stdin="open the garage door\nand lock it\n"
-    )
+    chat = ["chat", "--model-path", "models/int4", "--max-new-tokens", "48"]  # the second turn sees the first
+    result = slmtune(runs["home_commands"], *chat, stdin="open the garage door\nlock the front door\n")
     assert result.returncode == 0, result.stderr
     answers = [line for line in result.stdout.splitlines() if line.startswith("assistant> ")]
     assert len(answers) == 2
