@@ -53,8 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parse
 
 
-def read_phrase_rows(path: Path, field: str) -> list[dict]:
-    """Rows of a jsonl file, each an object with a non-empty string `field`; at least one row."""
+def read_phrase_rows(path: Path, *fields: str) -> list[dict]:
+    """Rows of a jsonl file, each an object with a non-empty string in every one of `fields`; at least one row."""
     from slmtune.data import json_type, read_records
 
     if path.suffix.lower() != ".jsonl":
@@ -63,14 +63,15 @@ def read_phrase_rows(path: Path, field: str) -> list[dict]:
     for line, record in read_records(path):
         where = f"{path}:{line}"
         if not isinstance(record, dict):
-            raise DataError(f"{where}: expected a JSON object with a '{field}' field, got {json_type(record)}")
-        value = record.get(field)
-        if value is None:
-            raise DataError(f"{where}: no '{field}' field; every row needs one (or name another with --field)")
-        if not isinstance(value, str):
-            raise DataError(f"{where}: field '{field}' must be a string, got {json_type(value)}")
-        if not value.strip():
-            raise DataError(f"{where}: field '{field}' is empty; give each row some text or remove it")
+            raise DataError(f"{where}: expected a JSON object with a '{fields[0]}' field, got {json_type(record)}")
+        for field in fields:
+            value = record.get(field)
+            if value is None:
+                raise DataError(f"{where}: no '{field}' field; every row needs one (or name another with --field)")
+            if not isinstance(value, str):
+                raise DataError(f"{where}: field '{field}' must be a string, got {json_type(value)}")
+            if not value.strip():
+                raise DataError(f"{where}: field '{field}' is empty; give each row some text or remove it")
         try:
             json.dumps(record, ensure_ascii=False).encode("utf-8")
         except UnicodeEncodeError:
@@ -171,10 +172,7 @@ def prompt_rows(args: argparse.Namespace, template: str | None) -> list[dict]:
         return [{columns[0]: args.prompt}]
     if template is None:
         return read_phrase_rows(args.input, args.field)
-    rows = []
-    for column in template_columns(template):
-        rows = read_phrase_rows(args.input, column)  # each column present, a non-empty string, in every row
-    return rows
+    return read_phrase_rows(args.input, *template_columns(template))
 
 
 def generate(args: argparse.Namespace) -> None:

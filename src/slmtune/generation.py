@@ -18,7 +18,7 @@ import numpy as np
 
 from slmtune.config import HwConfig
 from slmtune.errors import ModelError
-from slmtune.prompts import Task
+from slmtune.prompts import Task, user_message
 from slmtune.scoring import GENAI_MAX_BATCH, genai_pad_token_id, logprob_sum
 from slmtune.tokenization import IGNORE_INDEX
 
@@ -59,7 +59,7 @@ def chat_prompt(generator: TextGenerator, messages: list[tuple[str, str]]) -> st
     if task.prompt_template is not None:
         return "".join(content for _, content in turns)  # a template model has no chat: the text is the prompt
     if task.instruction and turns and turns[0][0] == "user":
-        turns[0] = ("user", f"{task.instruction}\n{turns[0][1]}")
+        turns[0] = ("user", user_message(task.instruction, turns[0][1]))
     if task.system:
         turns.insert(0, ("system", task.system))
     rendered = [{"role": role, "content": content} for role, content in turns]
@@ -178,23 +178,19 @@ class OnnxGenaiGenerator:
 
     def __init__(self, folder: Path, task: Task, batch_size: int, threads: int = 0):
         from slmtune.models import load_tokenizer
-        from slmtune.ortgenai import load_model, onnxruntime_genai
+        from slmtune.ortgenai import onnxruntime_genai, open_folder
 
         self.og, self.task, self.folder, self.batch_size = onnxruntime_genai(), task, folder, batch_size
-        try:
-            self.model = load_model(folder, threads)
-            self.tokenizer = self.og.Tokenizer(self.model)
-        except Exception as err:  # onnxruntime-genai raises plain RuntimeError
-            raise ModelError(
-                f"{folder}: ONNX Runtime GenAI cannot load this folder: {str(err).strip()[:300]}; "
-                "restore it (`dvc checkout` or `dvc pull`) or rerun build_int4"
-            ) from err
+        self.model, self.tokenizer = open_folder(folder, threads)
         self.hf_tokenizer = load_tokenizer(folder)  # renders the chat template
+        config = json.loads((folder / "genai_config.json").read_text())["model"]
+        self.context = int(config["context_length"])
+        self.pad = genai_pad_token_id(folder)
 
-    def _generator(self, max_length: int, sampling: Sampling | None = None, batch_size: int = 1):
+    def _generator(self, max_length: int, sampling: Sampling):
         params = self.og.GeneratorParams(self.model)
-        options: dict[str, Any] = {"max_length": max_length, "batch_size": batch_size, "do_sample": False}
-        if sampling is not None and sampling.temperature > 0:
+        options: dict[str, Any] = {"max_length": max_length, "do_sample": False}
+        if sampling.temperature > 0:
             sampled = {"do_sample": True, "temperature": sampling.temperature, "top_k": TOP_K}
             options |= {**sampled, "random_seed": sampling.seed}
         params.set_search_options(**options)
@@ -202,8 +198,7 @@ class OnnxGenaiGenerator:
 
     def _tokens(self, prompt: str, sampling: Sampling) -> Iterator[int]:
         ids = np.asarray(self.tokenizer.encode(prompt), dtype=np.int32)
-        context = int(json.loads((self.folder / "genai_config.json").read_text())["model"]["context_length"])
-        generator = self._generator(answer_room(len(ids), sampling.max_new_tokens, context) + len(ids), sampling)
+        generator = self._generator(answer_room(len(ids), sampling.max_new_tokens, self.context) + len(ids), sampling)
         generator.append_tokens(ids)
         while not generator.is_done():
             generator.generate_next_token()
@@ -222,23 +217,13 @@ class OnnxGenaiGenerator:
 
     def nll(self, input_ids: Sequence[Sequence[int]], labels: Sequence[Sequence[int]]) -> tuple[float, int]:
         """Teacher-forced: right-padded rows in one prefill each batch, logits at every position."""
+        from slmtune.ortgenai import prefill_logits
+
         total, count = 0.0, 0
-        pad = genai_pad_token_id(self.folder)
         step = min(self.batch_size, GENAI_MAX_BATCH)
         for i in range(0, len(input_ids), step):
             rows, row_labels = input_ids[i : i + step], labels[i : i + step]
-            width = max(len(ids) for ids in rows)
-            batch = np.full((len(rows), width), pad, dtype=np.int32)
-            for row, tokens in enumerate(rows):
-                batch[row, : len(tokens)] = tokens
-            generator = self._generator(width, batch_size=len(rows))
-            generator.append_tokens(batch)
-            logits = generator.get_output("logits")
-            if logits.shape[1] != width:
-                raise ModelError(
-                    f"{self.folder}: the model returns logits for the last position only; perplexity needs every "
-                    "position: rebuild it with `dvc repro build_int4`"
-                )
+            logits = prefill_logits(self.model, self.folder, [list(ids) for ids in rows], self.pad, "perplexity")
             for row, (tokens, marks) in enumerate(zip(rows, row_labels, strict=True)):
                 nll, n = masked_nll(logits[row, : len(tokens)], tokens, marks)
                 total, count = total + nll, count + n

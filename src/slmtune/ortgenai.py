@@ -30,3 +30,41 @@ def load_model(folder: Path | str, threads: int = 0):
     session = {"intra_op_num_threads": threads or os.cpu_count() or 1}
     config.overlay(json.dumps({"model": {"decoder": {"session_options": session}}}))
     return og.Model(config)
+
+
+def open_folder(folder: Path, threads: int = 0):
+    """An int4 folder's `og.Model` and `og.Tokenizer`; a clear ModelError when the runtime cannot load it."""
+    from slmtune.errors import ModelError
+
+    try:
+        model = load_model(folder, threads)
+        return model, onnxruntime_genai().Tokenizer(model)
+    except Exception as err:  # onnxruntime-genai raises plain RuntimeError
+        raise ModelError(
+            f"{folder}: ONNX Runtime GenAI cannot load this folder: {str(err).strip()[:300]}; "
+            "restore it (`dvc checkout` or `dvc pull`) or rerun build_int4"
+        ) from err
+
+
+def prefill_logits(model, folder: Path, rows: list[list[int]], pad: int, purpose: str):
+    """Logits at every position of right-padded `rows`, in one teacher-forced prefill (batch, width, vocab)."""
+    import numpy as np
+
+    from slmtune.errors import ModelError
+
+    og = onnxruntime_genai()
+    width = max(len(ids) for ids in rows)
+    batch = np.full((len(rows), width), pad, dtype=np.int32)
+    for row, ids in enumerate(rows):
+        batch[row, : len(ids)] = ids
+    params = og.GeneratorParams(model)
+    params.set_search_options(max_length=width, batch_size=len(rows), do_sample=False)
+    generator = og.Generator(model, params)
+    generator.append_tokens(batch)
+    logits = generator.get_output("logits")
+    if logits.shape[1] != width:
+        raise ModelError(
+            f"{folder}: the model returns logits for the last position only (built with prune_lm_head?); "
+            f"{purpose} needs every position: rebuild it with `dvc repro build_int4`"
+        )
+    return logits

@@ -174,21 +174,12 @@ class OnnxGenaiClassifier:
         batched: bool | None = None,
         threads: int = 0,
     ):
-        from slmtune.ortgenai import load_model, onnxruntime_genai
-
-        og = onnxruntime_genai()
-
-        self.og, self.task, self.max_new_tokens, self.batch_size = og, task, max_new_tokens, batch_size
-        self.folder = folder
-        try:
-            self.model = load_model(folder, threads)
-            self.tokenizer = og.Tokenizer(self.model)
-        except Exception as err:  # onnxruntime-genai raises plain RuntimeError
-            raise ModelError(
-                f"{folder}: ONNX Runtime GenAI cannot load this folder: {str(err).strip()[:300]}; "
-                "restore it (`dvc checkout` or `dvc pull`) or rerun build_int4"
-            ) from err
         from slmtune.models import load_tokenizer
+        from slmtune.ortgenai import onnxruntime_genai, open_folder
+
+        self.og, self.task, self.max_new_tokens, self.batch_size = onnxruntime_genai(), task, max_new_tokens, batch_size
+        self.folder = folder
+        self.model, self.tokenizer = open_folder(folder, threads)
 
         self.hf_tokenizer = load_tokenizer(folder)  # renders the chat template
         self._completion_ids = [list(self.tokenizer.encode(task.completions[label])) for label in task.labels]
@@ -235,18 +226,9 @@ class OnnxGenaiClassifier:
 
     def _score_batch(self, batch: list[LabelledIds]) -> np.ndarray:
         """One teacher-forced prefill of right-padded prompt+completion rows; logits at every position."""
-        width = max(len(ids) for ids, _ in batch)
-        input_ids = np.full((len(batch), width), self._pad, dtype=np.int32)
-        for row, (ids, _) in enumerate(batch):
-            input_ids[row, : len(ids)] = ids
-        generator = self._generator(width, len(batch))
-        generator.append_tokens(input_ids)
-        logits = generator.get_output("logits")
-        if logits.shape[1] != width:
-            raise ModelError(
-                f"{self.folder}: the model returns logits for the last position only (built with "
-                "prune_lm_head?); label scoring needs every position: rebuild it with `dvc repro build_int4`"
-            )
+        from slmtune.ortgenai import prefill_logits
+
+        logits = prefill_logits(self.model, self.folder, [ids for ids, _ in batch], self._pad, "label scoring")
         return completion_logprobs(logits, batch)
 
     def generate(self, prompts: list[str]) -> list[str]:
