@@ -15,6 +15,9 @@ PEER_VENV := .venv-peer
 PEER_STAMP := $(PEER_VENV)/.installed
 PEER_ARGS ?=
 NODE_STAMP := node_modules/.installed
+CHROMIUM := /usr/bin/chromium
+PORT ?= 8000
+LOADTEST_ARGS ?=
 # DVC's own process (Python processes of slmtune set theirs in src/slmtune/environment.py)
 export DVC_NO_ANALYTICS := 1
 export PATH := $(abspath $(BIN)):$(PATH)
@@ -35,7 +38,13 @@ $(NODE_STAMP): package.json package-lock.json
 	npm ci --no-audit --no-fund --ignore-scripts --loglevel=error
 	@touch $(NODE_STAMP)
 
-setup-test: $(STAMP) $(NODE_STAMP) ## also install the test tools: Azurite, the Azure Storage emulator (npm ci)
+# The browser tests drive Debian's Chromium (Playwright cannot download a browser of its own here).
+$(CHROMIUM):
+	@if [ "$$(id -u)" != 0 ]; then echo "the browser tests need Debian's chromium: sudo apt-get install chromium" >&2; exit 1; fi
+	apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium fonts-dejavu-core >/dev/null
+
+setup-test: $(STAMP) $(NODE_STAMP) $(CHROMIUM) ## also install the test tools: Azurite (npm ci) and Chromium (apt-get)
 
 params: $(STAMP) ## compose conf/ into params.yaml for plain `dvc repro` (HW=cpu|cuda)
 	$(BIN)/slmtune params hw=$(HW)
@@ -53,6 +62,12 @@ exp: $(STAMP) ## show experiments with their params and metrics
 plots: $(STAMP) ## render the loss curve and confusion matrices to dvc_plots/index.html
 	$(BIN)/dvc plots show
 
+serve: $(STAMP) ## serve the pipeline's int4 model: OpenAI-compatible API and a web page on http://127.0.0.1:8000 (PORT=)
+	$(BIN)/slmtune serve --model-path models/int4 --port $(PORT)
+
+loadtest: $(STAMP) ## the server under 1, 4 and 16 clients vs offline classify, on the bench model -> bench/serve.json (LOADTEST_ARGS=)
+	$(BIN)/python -m slmtune.serving.loadtest --bench-model --out bench $(LOADTEST_ARGS)
+
 bench: $(STAMP) ## time and size every artifact on a random ~200M Phi-3 into bench/ (5-6 min on 2 cores; BENCH_ARGS=--quick)
 	$(BIN)/python -m slmtune.bench --out bench $(BENCH_ARGS)
 
@@ -68,7 +83,7 @@ bench-peer: $(STAMP) $(PEER_STAMP) ## slmtune vs Olive 0.13 on the same fine-tun
 gpu-check: $(STAMP) ## on a CUDA machine: LoRA vs QLoRA peak memory, tokens/s (Phi-3-mini shape) -> bench/
 	PY=$(BIN)/python WHEELS=/nonexistent bash scripts/gpu_check.sh
 
-test: $(STAMP) $(NODE_STAMP) ## run the test suite (unit tests and an end-to-end pipeline run)
+test: $(STAMP) $(NODE_STAMP) $(CHROMIUM) ## run the test suite (unit tests and an end-to-end pipeline run)
 	$(BIN)/pytest -q
 
 lint: $(STAMP) ## ruff
@@ -87,4 +102,4 @@ pull-model: $(STAMP) ## fetch just models/int4 of a git revision or experiment i
 clean: ## remove the virtual environment and caches (not DVC's cache)
 	rm -rf $(VENV) $(PEER_VENV) node_modules .pytest_cache .ruff_cache .slmtune-cache
 
-.PHONY: help setup setup-test pull-model params repro train exp plots bench bench-peer gpu-check test lint push pull clean
+.PHONY: help setup setup-test pull-model params repro train exp plots serve loadtest bench bench-peer gpu-check test lint push pull clean

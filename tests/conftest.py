@@ -34,6 +34,14 @@ def pipeline_run(tmp_path_factory) -> Path:
     return project
 
 
+@pytest.fixture(scope="session")
+def generation_runs(tmp_path_factory) -> dict[str, Path]:
+    """The generative tasks through all five stages (generation_runs.py): four projects, read-only."""
+    from generation_runs import run_generation_tasks
+
+    return run_generation_tasks(tmp_path_factory.mktemp("generation"))
+
+
 @pytest.fixture
 def prepared_workspace(pipeline_run, tmp_path) -> Path:
     """A folder of its own holding the raw data, `prepare`'s outputs and params.yaml: where train_lora can run."""
@@ -56,3 +64,20 @@ def tiny_tokenizer():
     examples = load_examples(ROOT / params.data.source, params.data.labels)
     texts = [user_message(params.data.instruction, e.phrase) for e in examples] + [e.label for e in examples]
     return train_tokenizer(texts, params.model.tiny.vocab_size, params.model.chat_template)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Headless Chromium from Debian's package (`make test` installs it), driven by Playwright.
+
+    Module-scoped: Playwright's sync API holds an event loop of its own while it runs, which the
+    asyncio clients of other modules must not meet.
+    """
+    from playwright.sync_api import sync_playwright
+
+    executable = shutil.which("chromium") or shutil.which("chromium-browser")
+    assert executable, "no chromium on PATH: `make test` installs Debian's package (apt-get install chromium)"
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=executable, args=["--no-sandbox"])
+        yield launched
+        launched.close()

@@ -45,6 +45,12 @@ CHECKED_ELSEWHERE = {
     r"make pull-model REV=my-exp REMOTE=azure": "test_remote.test_dvc_get_fetches_just_the_int4_model_of_a_revision",
     r"dvc remote modify --local azure account_name <account>": "test_remote (the remote's settings)",
     r"make train HW=azureml": "test_azureml (the job, built and validated offline)",
+    r"make serve|(\.venv/bin/)?slmtune serve .*": "test_serve, test_serve_hostile, test_serve_page (real servers)",
+    r"curl -sN? http://127\.0\.0\.1:8000/.*": "test_serve (the same requests, with httpx and the openai client)",
+    r"make loadtest( LOADTEST_ARGS=.*)?": (
+        "test_serve.test_the_load_test_drives_1_4_and_16_clients_without_an_error (the same module on the tiny "
+        "model; the target's own run on the bench model is committed in bench/serve.json)"
+    ),
     r"make bench": "test_bench (the same code, --quick)",
     r"make bench BENCH_ARGS=.*": "test_bench (overrides and options)",
     r"make bench-peer( PEER_ARGS=.*)?": (
@@ -62,6 +68,7 @@ NOT_HERE = {
     r"dvc exp run -S 'data\.source=azureml://.*'": "an Azure ML workspace",
     r"dvc exp run -S data\.source=owner/name .*": "the network (a hub data set)",
     r"make train HW=cuda(_multi)?|dvc exp run -S hw=cuda": "a GPU (test_hardware checks the refusal here)",
+    r"docker (build|run) .*": "a Docker daemon (this machine has the client only)",
 }
 
 

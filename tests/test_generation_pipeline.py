@@ -1,9 +1,6 @@
 """Generative tasks end to end: every data format through all five stages, the CLI on the result.
 
-One module fixture runs four `dvc exp run`s at once (one thread each), each in a fresh copy of the
-project: the embedded generative task (`data=home_commands`, its full training), and three small
-ones, one per other format: Olive's Q&A shape (`data=travel_qa`, Question / Best Answer), chats with
-two assistant turns (`format=messages`), and Olive's tone `text_template`.
+The four runs (generation_runs.py) are a session fixture, shared with the serving tests.
 """
 
 from __future__ import annotations
@@ -13,79 +10,15 @@ import subprocess
 from pathlib import Path
 
 import pytest
-import yaml
 
-from helpers import copy_project, sh, tool_env
+from helpers import sh, tool_env
 
 pytestmark = pytest.mark.slow
-# The three small runs test each format's plumbing, not quality: trained for 2 epochs, their int4 model may
-# trail merged by an answer or two of a few dozen, so their quantization gate is opened (the full
-# home_commands run keeps the default gate, and test_gate checks the gate itself).
-SMALL = [
-    "train.num_train_epochs=2",
-    "eval.latency_examples=2",
-    "eval.latency_repetitions=1",
-    "eval.max_int4_drop=1.0",
-    "eval.max_int4_ppl_ratio=100.0",
-]
-
-
-def data_config(project: Path, name: str, max_new_tokens: int = 48, **changes) -> None:
-    """conf/data/NAME.yaml: the home_commands config with `changes` to its data section."""
-    config = yaml.safe_load((project / "conf/data/home_commands.yaml").read_text())
-    config["data"] |= {"name": name, **changes}
-    config["eval"]["max_new_tokens"] = max_new_tokens
-    (project / f"conf/data/{name}.yaml").write_text("# @package _global_\n" + yaml.safe_dump(config, sort_keys=False))
-
-
-def chats_file(project: Path) -> str:
-    """150 two-request chats from the home_commands rows: two assistant turns each."""
-    rows = [json.loads(line) for line in (project / "data/raw/home_commands.jsonl").read_text().splitlines()][:300]
-    chats = []
-    for first, second in zip(rows[::2], rows[1::2], strict=True):
-        turns = [("user", first["request"]), ("assistant", first["command"])]
-        turns += [("user", second["request"]), ("assistant", second["command"])]
-        chats.append({"messages": [{"role": role, "content": content} for role, content in turns]})
-    (project / "data/raw/chats.jsonl").write_text("".join(json.dumps(chat) + "\n" for chat in chats))
-    return "data/raw/chats.jsonl"
-
-
-def tone_sample(project: Path) -> str:
-    lines = (project / "data/raw/tone.jsonl").read_text().splitlines()[:240]
-    (project / "data/raw/tone_sample.jsonl").write_text("\n".join(lines) + "\n")
-    return "data/raw/tone_sample.jsonl"
-
-
-def set_up(project: Path, name: str) -> list[str]:
-    """The overrides of experiment `name`, after writing the data and config it needs into `project`."""
-    if name == "home_commands":
-        return ["data=home_commands"]
-    if name == "travel_qa":
-        return ["data=travel_qa", *SMALL]
-    if name == "chats":
-        data_config(project, "chats", format="messages", source=chats_file(project), system="You run the house.")
-    else:  # Olive's tone example: text_template "### Text: {phrase}\n### The tone is:\n{tone}", cut at the answer
-        templates = {"prompt_template": "### Text: {phrase}\n### The tone is:\n", "completion_template": "{tone}"}
-        data_config(project, name, 4, format="text_template", source=tone_sample(project), **templates)
-    sh(["git", "add", "-A"], project)
-    sh(["git", "commit", "-q", "-m", f"task {name}"], project)
-    return [f"data={name}", *SMALL]
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("generation")
-    names = ("home_commands", "travel_qa", "chats", "tone_template")
-    projects = {name: copy_project(root / name / "project") for name in names}
-    running = {}
-    for name, project in projects.items():
-        overrides = [*set_up(project, name), "hw.num_threads=1"]
-        log = (root / f"{name}.log").open("w")
-        command = ["dvc", "exp", "run", "--name", name, *[arg for o in overrides for arg in ("-S", o)]]
-        running[name] = subprocess.Popen(command, cwd=project, env=tool_env(), stdout=log, stderr=subprocess.STDOUT)
-    for name, process in running.items():
-        assert process.wait(timeout=1500) == 0, (root / f"{name}.log").read_text()[-4000:]
-    return projects
+def runs(generation_runs) -> dict[str, Path]:
+    return generation_runs
 
 
 def eval_metrics(project: Path) -> dict:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -42,13 +43,25 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--output", type=Path, help="where to write the rows with 'response' added")
     generate.add_argument("--field", default="prompt", help="the prompt field of each input row")
 
+    serve = commands.add_parser("serve", help="serve a model folder over HTTP: OpenAI-compatible API and a web page")
+    serve.add_argument("--model-path", type=Path, default=Path("models/int4"))
+    serve.add_argument("--host", help="address to bind (default serve.host: 127.0.0.1, this machine only)")
+    serve.add_argument("--port", type=int, help="TCP port (default serve.port: 8000)")
+    serve.add_argument(
+        "--api-key",
+        default=os.environ.get("SLMTUNE_API_KEY"),
+        help="require `Authorization: Bearer KEY` (default: $SLMTUNE_API_KEY; none: no key)",
+    )
+    serve.add_argument("--served-model-name", help="the model id clients see (default: the folder's name)")
+    serve.add_argument("overrides", nargs="*", help="serve.* settings, e.g. serve.max_batch_size=16")
+
     params = commands.add_parser("params", help="compose conf/ into params.yaml (Hydra overrides allowed)")
     params.add_argument("overrides", nargs="*", help="e.g. hw=cuda train.learning_rate=1.0e-3")
     params.add_argument("--output", type=Path, default=Path("params.yaml"))
 
     check = commands.add_parser("check-hw", help="check that this machine can run a hardware profile")
     check.add_argument("overrides", nargs="*", help="e.g. hw=cuda")
-    for command in (classify, generate, chat, params, check):
+    for command in (classify, generate, chat, serve, params, check):
         add_debug_flag(command)
     return parse
 
@@ -104,7 +117,7 @@ def classify(args: argparse.Namespace) -> None:
         raise DataError('the phrase is empty; give some text to classify, e.g. `slmtune classify "what a day!"`')
     rows = read_phrase_rows(args.input, args.field) if args.input else [{args.field: args.phrase}]
     check_model_path(args.model_path)
-    results = classified_rows(args.model_path, rows, args.field, args.generate, args.scores)
+    results = classified_rows(args.model_path, rows, args.field, args.generate, args.scores, args.input)
     if args.input is None:
         print(json.dumps(results[0], ensure_ascii=False) if args.scores else results[0]["prediction"])
         return
@@ -113,7 +126,9 @@ def classify(args: argparse.Namespace) -> None:
     print(f"classified {len(rows)} rows -> {args.output}", file=sys.stderr)
 
 
-def classified_rows(model_path: Path, rows: list[dict], field: str, generate: bool, scores: bool) -> list[dict]:
+def classified_rows(
+    model_path: Path, rows: list[dict], field: str, generate: bool, scores: bool, source: Path | None = None
+) -> list[dict]:
     """`{"prediction": label}` per row, with `"scores"` (each label's probability) when asked."""
     from slmtune.config import compose
     from slmtune.scoring import generated_labels, label_probabilities, load_classifier, predict
@@ -121,6 +136,7 @@ def classified_rows(model_path: Path, rows: list[dict], field: str, generate: bo
     settings = compose().eval  # the project's batch size and generation length, as eval uses them
     classifier = load_classifier(model_path, batch_size=settings.batch_size, max_new_tokens=settings.max_new_tokens)
     phrases = [row[field] for row in rows]
+    check_phrases_fit(classifier, phrases, model_path, source)
     if not scores:
         label = generated_labels if generate else predict
         return [{"prediction": prediction} for prediction in label(classifier, phrases)]
@@ -129,6 +145,23 @@ def classified_rows(model_path: Path, rows: list[dict], field: str, generate: bo
         prediction = max(probabilities, key=probabilities.get)
         results.append({"prediction": prediction, "scores": {k: round(v, 6) for k, v in probabilities.items()}})
     return results
+
+
+def check_phrases_fit(classifier, phrases: list[str], model_path: Path, source: Path | None) -> None:
+    """Refuse, before any model call, phrases too long for the model's context (`source`: the --input file)."""
+    from slmtune.scoring import overlong_prompts
+
+    overlong = overlong_prompts(classifier, classifier.prompt_lengths(classifier.prompts(phrases)))
+    if not overlong:
+        return
+    index, tokens = overlong[0]
+    where = "the phrase" if source is None else f"{source}: row {index + 1} (and {len(overlong) - 1} more)"
+    if source is not None and len(overlong) == 1:
+        where = f"{source}: row {index + 1}"
+    raise DataError(
+        f"{where} is {tokens} tokens with the prompt and the longest label; the context of {model_path} holds "
+        f"{classifier.context_length} tokens: shorten it"
+    )
 
 
 def sampling_options(args: argparse.Namespace):
@@ -253,6 +286,25 @@ def stream_answer(generator, prompt: str, sampling) -> str:
     return "".join(pieces).strip()
 
 
+def serve_model(args: argparse.Namespace) -> None:
+    """Serve --model-path until SIGTERM or Ctrl-C (finishing the requests in flight)."""
+    import dataclasses
+
+    from slmtune.config import compose
+    from slmtune.serving.server import serve
+
+    outside = [o for o in args.overrides if not o.lstrip("+~").startswith("serve.")]
+    if outside:
+        raise SlmtuneError(f"serve takes serve.* overrides only, not {outside[0]!r}")
+    params = compose(args.overrides)
+    given = {key: value for key, value in (("host", args.host), ("port", args.port)) if value is not None}
+    settings = dataclasses.replace(params.serve, **given)
+    if not 0 <= settings.port <= 65535:
+        raise SlmtuneError(f"--port {settings.port}: must be from 0 to 65535")
+    check_model_path(args.model_path)
+    serve(args.model_path, settings, args.api_key, args.served_model_name, params.eval.batch_size)
+
+
 def compose_params(args: argparse.Namespace) -> None:
     from slmtune.config import write_params
 
@@ -273,6 +325,7 @@ COMMANDS = {
     "classify": classify,
     "generate": generate,
     "chat": chat,
+    "serve": serve_model,
     "params": compose_params,
     "check-hw": check_hw,
 }

@@ -7,7 +7,6 @@ same token ids (the folders carry the same tokenizer), so every artifact is comp
 
 from __future__ import annotations
 
-import json
 import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -19,7 +18,7 @@ import numpy as np
 from slmtune.config import HwConfig
 from slmtune.errors import ModelError
 from slmtune.prompts import Task, user_message
-from slmtune.scoring import GENAI_MAX_BATCH, genai_pad_token_id, logprob_sum
+from slmtune.scoring import GENAI_MAX_BATCH, genai_context_length, genai_pad_token_id, logprob_sum
 from slmtune.tokenization import IGNORE_INDEX
 
 TOP_K = 50  # sampling draws from the 50 likeliest tokens, on both runtimes (transformers' default)
@@ -46,6 +45,9 @@ class TextGenerator(Protocol):
     task: Task
     hf_tokenizer: Any
 
+    @property
+    def context_length(self) -> int: ...
+
     def generate(self, prompts: list[str], sampling: Sampling) -> list[str]: ...
 
     def stream(self, prompt: str, sampling: Sampling) -> Iterator[str]: ...
@@ -58,9 +60,10 @@ def chat_prompt(generator: TextGenerator, messages: list[tuple[str, str]]) -> st
     task, turns = generator.task, list(messages)
     if task.prompt_template is not None:
         return "".join(content for _, content in turns)  # a template model has no chat: the text is the prompt
-    if task.instruction and turns and turns[0][0] == "user":
-        turns[0] = ("user", user_message(task.instruction, turns[0][1]))
-    if task.system:
+    first_user = next((i for i, (role, _) in enumerate(turns) if role == "user"), None)
+    if task.instruction and first_user is not None:
+        turns[first_user] = ("user", user_message(task.instruction, turns[first_user][1]))
+    if task.system and not (turns and turns[0][0] == "system"):  # a conversation's own system message wins
         turns.insert(0, ("system", task.system))
     rendered = [{"role": role, "content": content} for role, content in turns]
     return generator.hf_tokenizer.apply_chat_template(rendered, tokenize=False, add_generation_prompt=True)
@@ -102,15 +105,17 @@ class TorchGenerator:
         return {**options, "do_sample": False}
 
     @property
+    def context_length(self) -> int:
+        return int(self.model.config.max_position_embeddings)
+
+    @property
     def _pad(self) -> int:
         return self.hf_tokenizer.pad_token_id if self.hf_tokenizer.pad_token_id is not None else 0
 
     def _room(self, prompt_tokens: int, sampling: Sampling) -> Sampling:
         """`sampling` with max_new_tokens cut to what the model's context leaves after the prompt."""
-        context = int(self.model.config.max_position_embeddings)
-        return Sampling(
-            answer_room(prompt_tokens, sampling.max_new_tokens, context), sampling.temperature, sampling.seed
-        )
+        room = answer_room(prompt_tokens, sampling.max_new_tokens, self.context_length)
+        return Sampling(room, sampling.temperature, sampling.seed)
 
     def generate(self, prompts: list[str], sampling: Sampling) -> list[str]:
         """Left-padded batches; the new tokens decoded without special tokens."""
@@ -183,8 +188,7 @@ class OnnxGenaiGenerator:
         self.og, self.task, self.folder, self.batch_size = onnxruntime_genai(), task, folder, batch_size
         self.model, self.tokenizer = open_folder(folder, threads)
         self.hf_tokenizer = load_tokenizer(folder)  # renders the chat template
-        config = json.loads((folder / "genai_config.json").read_text())["model"]
-        self.context = int(config["context_length"])
+        self.context_length = genai_context_length(folder)
         self.pad = genai_pad_token_id(folder)
 
     def _generator(self, max_length: int, sampling: Sampling):
@@ -198,7 +202,8 @@ class OnnxGenaiGenerator:
 
     def _tokens(self, prompt: str, sampling: Sampling) -> Iterator[int]:
         ids = np.asarray(self.tokenizer.encode(prompt), dtype=np.int32)
-        generator = self._generator(answer_room(len(ids), sampling.max_new_tokens, self.context) + len(ids), sampling)
+        room = answer_room(len(ids), sampling.max_new_tokens, self.context_length)
+        generator = self._generator(room + len(ids), sampling)
         generator.append_tokens(ids)
         while not generator.is_done():
             generator.generate_next_token()

@@ -31,6 +31,25 @@ class Classifier(Protocol):
 
     def generate(self, prompts: list[str]) -> list[str]: ...
 
+    @property
+    def context_length(self) -> int: ...
+
+    @property
+    def label_token_ids(self) -> list[list[int]]: ...
+
+    def prompt_lengths(self, prompts: list[str]) -> list[int]: ...
+
+
+def overlong_prompts(classifier: Classifier, prompt_lengths: list[int]) -> list[tuple[int, int]]:
+    """(index, tokens) of each prompt that, followed by the longest label, outgrows the model's context.
+
+    Checked before any model call: a longer prompt would be refused by ONNX Runtime GenAI and
+    silently mis-scored by PyTorch (positions past the context were never trained).
+    """
+    longest_label = max(len(ids) for ids in classifier.label_token_ids)
+    limit = classifier.context_length
+    return [(i, n + longest_label) for i, n in enumerate(prompt_lengths) if n + longest_label > limit]
+
 
 def predict(classifier: Classifier, phrases: list[str]) -> list[str]:
     """The highest-scoring label for each phrase."""
@@ -60,6 +79,17 @@ class TorchClassifier:
         self.batch_size, self.max_new_tokens = batch_size, max_new_tokens
         self.device = next(model.parameters()).device
         self._completion_ids = [self._ids(task.completions[label]) for label in task.labels]
+
+    @property
+    def context_length(self) -> int:
+        return int(self.model.config.max_position_embeddings)
+
+    @property
+    def label_token_ids(self) -> list[list[int]]:
+        return self._completion_ids
+
+    def prompt_lengths(self, prompts: list[str]) -> list[int]:
+        return [len(self._ids(prompt)) for prompt in prompts]
 
     def _ids(self, text: str) -> list[int]:
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
@@ -185,6 +215,14 @@ class OnnxGenaiClassifier:
         self._completion_ids = [list(self.tokenizer.encode(task.completions[label])) for label in task.labels]
         self._pad = genai_pad_token_id(folder)
         self.batched = self.model.device_type != "CPU" if batched is None else batched
+        self.context_length = genai_context_length(folder)
+
+    @property
+    def label_token_ids(self) -> list[list[int]]:
+        return self._completion_ids
+
+    def prompt_lengths(self, prompts: list[str]) -> list[int]:
+        return [len(self.tokenizer.encode(prompt)) for prompt in prompts]
 
     def prompts(self, phrases: list[str]) -> list[str]:
         return [render_prompt(self.hf_tokenizer, self.task.instruction, phrase) for phrase in phrases]
@@ -302,6 +340,13 @@ def genai_pad_token_id(folder: Path) -> int:
     import json
 
     return int(json.loads((folder / "genai_config.json").read_text())["model"].get("pad_token_id", 0))
+
+
+def genai_context_length(folder: Path) -> int:
+    """The context length an ONNX Runtime GenAI folder was built for (genai_config.json)."""
+    import json
+
+    return int(json.loads((folder / "genai_config.json").read_text())["model"]["context_length"])
 
 
 def is_onnx_folder(folder: Path) -> bool:

@@ -18,6 +18,7 @@ from slmtune.config.schema import (
     HwConfig,
     ModelConfig,
     Params,
+    ServeConfig,
     TinyArchitecture,
     TrainConfig,
 )
@@ -33,6 +34,7 @@ __all__ = [
     "HwConfig",
     "ModelConfig",
     "Params",
+    "ServeConfig",
     "TinyArchitecture",
     "TrainConfig",
     "compose",

@@ -204,6 +204,23 @@ class EvalConfig:
 
 
 @dataclass
+class ServeConfig:
+    """`slmtune serve`: where it listens and the limits every request is held to."""
+
+    host: str = setting("address to bind; 127.0.0.1 serves this machine only")
+    port: int = setting("TCP port", check=lambda v: 0 <= v <= 65535, must_be="from 0 to 65535 (0: any free port)")
+    max_batch_size: int = setting("phrases scored together in one model call (dynamic batching)", **at_least(1))
+    batch_wait_ms: float = setting("how long the first request of a batch waits for others to join", **at_least(0))
+    max_body_bytes: int = setting("largest request body accepted (413 above)", **at_least(1024))
+    body_timeout_s: float = setting(
+        "time a client has to send its whole body (408 after)", check=lambda v: v > 0, must_be="> 0"
+    )
+    max_phrases: int = setting("phrases in one /v1/classify request", **at_least(1))
+    max_tokens: int = setting("cap on a chat completion's max_tokens", **at_least(1))
+    graceful_shutdown_s: float = setting("on SIGTERM, how long requests in flight may take to finish", **at_least(0))
+
+
+@dataclass
 class Params:
     """The whole composed configuration (`params.yaml`)."""
 
@@ -214,6 +231,7 @@ class Params:
     train: TrainConfig = setting("fine-tuning method and trainer")
     build: BuildConfig = setting("int4 build")
     eval: EvalConfig = setting("evaluation")
+    serve: ServeConfig = setting("the HTTP server (`slmtune serve`)")
 
 
-GROUPS = ("hw", "model", "data", "train", "build", "eval")
+GROUPS = ("hw", "model", "data", "train", "build", "eval", "serve")

@@ -1,0 +1,1 @@
+"""`slmtune serve`: an OpenAI-compatible HTTP API, Prometheus metrics and a web page over a model folder."""
