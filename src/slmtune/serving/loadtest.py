@@ -188,8 +188,8 @@ async def drive(url: str, phrases: list[str], clients: int, duration: float) -> 
     }
 
 
-def batch_sizes(url: str) -> dict[str, float]:
-    """The server's own count of model calls and phrases (its Prometheus metrics)."""
+def batch_counts(url: str) -> tuple[float, float]:
+    """The server's own count of model calls and of the phrases they scored so far (its Prometheus metrics)."""
     import httpx
     from prometheus_client.parser import text_string_to_metric_families
 
@@ -198,8 +198,7 @@ def batch_sizes(url: str) -> dict[str, float]:
         for sample in family.samples:
             if sample.name in ("slmtune_batch_size_count", "slmtune_batch_size_sum"):
                 figures[sample.name] = sample.value
-    calls = figures.get("slmtune_batch_size_count", 0)
-    return {"model_calls": int(calls), "mean_batch": round(figures.get("slmtune_batch_size_sum", 0) / max(calls, 1), 2)}
+    return figures.get("slmtune_batch_size_count", 0.0), figures.get("slmtune_batch_size_sum", 0.0)
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -223,8 +222,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             asyncio.run(drive(server.url, phrases, 1, min(2.0, args.duration)))  # warm-up, not counted
             results = []
             for clients in levels:
+                calls_before, phrases_before = batch_counts(server.url)
                 level = asyncio.run(drive(server.url, phrases, clients, args.duration))
-                level["server"] = batch_sizes(server.url)
+                calls, scored = (
+                    now - before
+                    for now, before in zip(batch_counts(server.url), (calls_before, phrases_before), strict=True)
+                )
+                level["server"] = {"model_calls": int(calls), "mean_batch": round(scored / max(calls, 1), 2)}
                 results.append(level)
                 print(
                     f"[loadtest] {clients:>2} clients: {level['phrases_per_s']} phrases/s, "
@@ -242,6 +246,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "machine": machine(),
         "model": {
             "folder": str(folder),
+            "name": "the bench model (model=bench_phi3, random weights)" if args.bench_model else str(folder),
             "kind": task.kind,
             "labels": task.labels,
             "runtime": "onnxruntime-genai" if (folder / "genai_config.json").is_file() else "pytorch",
@@ -258,7 +263,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 def readme_section(results: dict[str, Any]) -> str:
     rows = [
         f"| {level['clients']} | {level['requests_per_s']} | {level['phrases_per_s']} | {level['latency_ms']['p50']} | "
-        f"{level['latency_ms']['p95']} | {level['latency_ms']['p99']} | {level['errors']} |"
+        f"{level['latency_ms']['p95']} | {level['latency_ms']['p99']} | {level['errors']} | "
+        f"{level['server']['mean_batch']} |"
         for level in results["levels"]
     ]
     offline = results["offline"]
@@ -266,12 +272,12 @@ def readme_section(results: dict[str, Any]) -> str:
         [
             "## Serving under load",
             "",
-            f"`make loadtest` ({results['created']}): `slmtune serve` on {results['model']['folder']} "
+            f"`make loadtest` ({results['created']}): `slmtune serve` on {results['model']['name']} "
             f"({results['model']['runtime']}), {results['settings']['duration_s']:g} s per level, one phrase per "
             "request, clients on the same 2-core machine.",
             "",
-            "| clients | requests/s | phrases/s | p50 ms | p95 ms | p99 ms | errors |",
-            "|---|---|---|---|---|---|---|",
+            "| clients | requests/s | phrases/s | p50 ms | p95 ms | p99 ms | errors | phrases per model call |",
+            "|---|---|---|---|---|---|---|---|",
             *rows,
             "",
             f"Offline `classify --input` in the same run: {offline['phrases_per_s']} phrases/s "
