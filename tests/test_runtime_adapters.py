@@ -184,3 +184,47 @@ def test_what_the_runtime_cannot_apply_is_refused_at_export(built, pipeline_run,
     with pytest.raises(ModelError, match="DoRA adapter; its magnitude vectors"):
         export_adapter(dora, built["base"], tmp_path / "dora.onnx_adapter")
     assert not list(tmp_path.glob("*.onnx_adapter"))  # nothing written for a refused adapter
+
+
+def test_classify_with_an_adapter_scores_with_its_weights_and_refuses_a_misfit(built, pipeline_run, tmp_path):
+    from peft import PeftModel
+
+    from helpers import sh
+    from slmtune.models import load_causal_lm, load_tokenizer
+    from slmtune.prompts import Task
+    from slmtune.scoring import TorchClassifier, label_probabilities
+
+    phrases = [json.loads(line)["phrase"] for line in (pipeline_run / "data/prepared/test.jsonl").open()][:24]
+    rows = tmp_path / "phrases.jsonl"
+    rows.write_text("".join(json.dumps({"phrase": p}) + "\n" for p in phrases))
+
+    def classify(*extra: str) -> list[dict]:
+        out = tmp_path / "out.jsonl"
+        command = ["slmtune", "classify", "--input", str(rows), "--output", str(out), "--scores", *extra]
+        sh([*command, "--model-path", str(built["lora_base"])], tmp_path)
+        return [json.loads(line)["scores"] for line in out.read_text().splitlines()]
+
+    def torch_scores(model) -> list[dict]:
+        task = Task.load(built["base"])
+        return label_probabilities(TorchClassifier(model, load_tokenizer(built["base"]), task, 32, 4), phrases)
+
+    def worst(a: list[dict], b: list[dict]) -> float:
+        return max(abs(x[k] - y[k]) for x, y in zip(a, b, strict=True) for k in x)
+
+    with_adapter = classify("--adapter", str(built["wide_file"]))
+    without = classify()
+    peft_model = PeftModel.from_pretrained(load_causal_lm(built["base"]), str(built["wide"]))
+    base_error = worst(without, torch_scores(load_causal_lm(built["base"])))
+    assert worst(with_adapter, torch_scores(peft_model)) <= 2 * base_error + 0.01  # the adapter's weights, in int4
+    assert worst(with_adapter, without) > 3 * base_error  # and it was active: it moves scores past int4 error
+
+    misfit = tmp_path / "misfit.onnx_adapter"
+    shutil.copy2(built["narrow_file"], misfit)
+    card = AdapterCard.load(card_path(built["narrow_file"]))
+    AdapterCard(**{**card.__dict__, "base_sha256": "0" * 64}).save(card_path(misfit))
+    command = ["slmtune", "classify", "what a day", "--model-path", str(built["lora_base"]), "--adapter", str(misfit)]
+    refused = sh(command, tmp_path, check=False)
+    assert refused.returncode == 1 and "made for another base model (weights 000000000000" in refused.stderr
+    generate = ["slmtune", "generate", "hi", "--model-path", str(built["lora_base"]), "--adapter"]
+    refused = sh([*generate, str(built["wide_file"])], tmp_path, check=False)
+    assert refused.returncode == 1 and "fine-tuned for classification, not generation" in refused.stderr

@@ -30,6 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     classify.add_argument(
         "--scores", action="store_true", help="also give each label's probability (JSON; a 'scores' field per row)"
     )
+    classify.add_argument("--adapter", type=Path, help="an ONNX Runtime adapter file to make active on a LoRA base")
 
     generate = commands.add_parser("generate", help="answer prompts with a generative model folder (streams one)")
     generate.add_argument("prompt", nargs="?", help="one prompt; its answer streams to stdout")
@@ -39,6 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
         command.add_argument("--max-new-tokens", type=int, default=DEFAULT_MAX_NEW_TOKENS, help="answer length cap")
         command.add_argument("--temperature", type=float, default=0.0, help="0 (default): greedy; up to 2: sampled")
         command.add_argument("--seed", type=int, default=0, help="seed of the sampling (temperature > 0)")
+        command.add_argument("--adapter", type=Path, help="an ONNX Runtime adapter file to make active on a LoRA base")
     generate.add_argument("--input", type=Path, help="jsonl file whose rows have a 'prompt' field")
     generate.add_argument("--output", type=Path, help="where to write the rows with 'response' added")
     generate.add_argument("--field", default="prompt", help="the prompt field of each input row")
@@ -117,7 +119,7 @@ def classify(args: argparse.Namespace) -> None:
         raise DataError('the phrase is empty; give some text to classify, e.g. `slmtune classify "what a day!"`')
     rows = read_phrase_rows(args.input, args.field) if args.input else [{args.field: args.phrase}]
     check_model_path(args.model_path)
-    results = classified_rows(args.model_path, rows, args.field, args.generate, args.scores, args.input)
+    results = classified_rows(args.model_path, rows, args.field, args.generate, args.scores, args.input, args.adapter)
     if args.input is None:
         print(json.dumps(results[0], ensure_ascii=False) if args.scores else results[0]["prediction"])
         return
@@ -127,14 +129,22 @@ def classify(args: argparse.Namespace) -> None:
 
 
 def classified_rows(
-    model_path: Path, rows: list[dict], field: str, generate: bool, scores: bool, source: Path | None = None
+    model_path: Path,
+    rows: list[dict],
+    field: str,
+    generate: bool,
+    scores: bool,
+    source: Path | None = None,
+    adapter: Path | None = None,
 ) -> list[dict]:
     """`{"prediction": label}` per row, with `"scores"` (each label's probability) when asked."""
     from slmtune.config import compose
     from slmtune.scoring import generated_labels, label_probabilities, load_classifier, predict
 
     settings = compose().eval  # the project's batch size and generation length, as eval uses them
-    classifier = load_classifier(model_path, batch_size=settings.batch_size, max_new_tokens=settings.max_new_tokens)
+    classifier = load_classifier(
+        model_path, batch_size=settings.batch_size, max_new_tokens=settings.max_new_tokens, runtime_adapter=adapter
+    )
     phrases = [row[field] for row in rows]
     check_phrases_fit(classifier, phrases, model_path, source)
     if not scores:
@@ -178,14 +188,18 @@ def open_generator(args: argparse.Namespace):
     from slmtune.config import compose
     from slmtune.generation import load_generator
 
-    return load_generator(args.model_path, batch_size=compose().eval.batch_size)
+    return load_generator(args.model_path, batch_size=compose().eval.batch_size, runtime_adapter=args.adapter)
 
 
-def generation_task(model_path: Path):
-    """The task card of a generative model folder (cheap: read before the model loads)."""
+def generation_task(model_path: Path, adapter: Path | None = None):
+    """The task card of a generative model folder, or of its --adapter (cheap: read before the model loads)."""
     from slmtune.scoring import check_model_kind
 
     check_model_path(model_path)
+    if adapter is not None:
+        from slmtune.runtime_adapters import adapter_task
+
+        return adapter_task(model_path, adapter, "generation")
     return check_model_kind(model_path, "generation")
 
 
@@ -219,7 +233,7 @@ def generate(args: argparse.Namespace) -> None:
     if args.prompt is not None and not args.prompt.strip():
         raise DataError('the prompt is empty; give some text, e.g. `slmtune generate "turn on the porch light"`')
     sampling = sampling_options(args)
-    template = generation_task(args.model_path).prompt_template
+    template = generation_task(args.model_path, args.adapter).prompt_template
     rows = prompt_rows(args, template)
     generator = open_generator(args)
     if template is None:
@@ -242,7 +256,7 @@ def chat(args: argparse.Namespace) -> None:
     from slmtune.generation import chat_prompt
 
     sampling = sampling_options(args)
-    if generation_task(args.model_path).prompt_template is not None:
+    if generation_task(args.model_path, args.adapter).prompt_template is not None:
         raise ModelError(
             f"{args.model_path}: trained on a text template, not a chat (data.format=text_template); "
             "use `slmtune generate` with it"

@@ -18,6 +18,7 @@ import numpy as np
 from slmtune.config import HwConfig
 from slmtune.errors import ModelError
 from slmtune.prompts import Task, user_message
+from slmtune.runtime_adapters import ActiveAdapter
 from slmtune.scoring import GENAI_MAX_BATCH, genai_context_length, genai_pad_token_id, logprob_sum
 from slmtune.tokenization import IGNORE_INDEX
 
@@ -181,12 +182,13 @@ class TorchGenerator:
 class OnnxGenaiGenerator:
     """An ONNX Runtime GenAI model folder (the int4 build)."""
 
-    def __init__(self, folder: Path, task: Task, batch_size: int, threads: int = 0):
+    def __init__(self, folder: Path, task: Task, batch_size: int, threads: int = 0, adapter: Path | None = None):
         from slmtune.models import load_tokenizer
         from slmtune.ortgenai import onnxruntime_genai, open_folder
 
         self.og, self.task, self.folder, self.batch_size = onnxruntime_genai(), task, folder, batch_size
         self.model, self.tokenizer = open_folder(folder, threads)
+        self.adapter = ActiveAdapter(self.model, adapter) if adapter is not None else None
         self.hf_tokenizer = load_tokenizer(folder)  # renders the chat template
         self.context_length = genai_context_length(folder)
         self.pad = genai_pad_token_id(folder)
@@ -198,7 +200,10 @@ class OnnxGenaiGenerator:
             sampled = {"do_sample": True, "temperature": sampling.temperature, "top_k": TOP_K}
             options |= {**sampled, "random_seed": sampling.seed}
         params.set_search_options(**options)
-        return self.og.Generator(self.model, params)
+        generator = self.og.Generator(self.model, params)
+        if self.adapter is not None:
+            self.adapter.apply(generator)
+        return generator
 
     def _tokens(self, prompt: str, sampling: Sampling) -> Iterator[int]:
         ids = np.asarray(self.tokenizer.encode(prompt), dtype=np.int32)
@@ -228,7 +233,8 @@ class OnnxGenaiGenerator:
         step = min(self.batch_size, GENAI_MAX_BATCH)
         for i in range(0, len(input_ids), step):
             rows, row_labels = input_ids[i : i + step], labels[i : i + step]
-            logits = prefill_logits(self.model, self.folder, [list(ids) for ids in rows], self.pad, "perplexity")
+            rows = [list(ids) for ids in rows]
+            logits = prefill_logits(self.model, self.folder, rows, self.pad, "perplexity", self.adapter)
             for row, (tokens, marks) in enumerate(zip(rows, row_labels, strict=True)):
                 nll, n = masked_nll(logits[row, : len(tokens)], tokens, marks)
                 total, count = total + nll, count + n
@@ -236,13 +242,26 @@ class OnnxGenaiGenerator:
 
 
 def load_generator(
-    folder: Path | str, *, batch_size: int, adapter: Path | str | None = None, hw: HwConfig | None = None
+    folder: Path | str,
+    *,
+    batch_size: int,
+    adapter: Path | str | None = None,
+    hw: HwConfig | None = None,
+    runtime_adapter: Path | None = None,
 ) -> TextGenerator:
-    """A generator for a model folder of a generative task: ONNX Runtime GenAI or PyTorch, as the folder holds."""
+    """A generator for a model folder of a generative task: ONNX Runtime GenAI or PyTorch, as the folder holds.
+
+    `runtime_adapter`: an ONNX Runtime adapter file made active on a LoRA base (its card says the task).
+    """
     from slmtune.models import load_adapter, load_causal_lm, load_tokenizer
     from slmtune.scoring import check_model_kind, is_onnx_folder
 
     folder = Path(folder)
+    if runtime_adapter is not None:
+        from slmtune.runtime_adapters import adapter_task
+
+        task = adapter_task(folder, runtime_adapter, "generation")
+        return OnnxGenaiGenerator(folder, task, batch_size, hw.num_threads if hw else 0, runtime_adapter)
     task = check_model_kind(folder, "generation")
     if is_onnx_folder(folder):
         return OnnxGenaiGenerator(folder, task, batch_size, threads=hw.num_threads if hw else 0)

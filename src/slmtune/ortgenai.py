@@ -46,8 +46,11 @@ def open_folder(folder: Path, threads: int = 0):
         ) from err
 
 
-def prefill_logits(model, folder: Path, rows: list[list[int]], pad: int, purpose: str):
-    """Logits at every position of right-padded `rows`, in one teacher-forced prefill (batch, width, vocab)."""
+def prefill_logits(model, folder: Path, rows: list[list[int]], pad: int, purpose: str, adapter=None):
+    """Logits at every position of right-padded `rows`, in one teacher-forced prefill (batch, width, vocab).
+
+    `adapter` (runtime_adapters.ActiveAdapter) is made active on the generator first.
+    """
     import numpy as np
 
     from slmtune.errors import ModelError
@@ -60,6 +63,8 @@ def prefill_logits(model, folder: Path, rows: list[list[int]], pad: int, purpose
     params = og.GeneratorParams(model)
     params.set_search_options(max_length=width, batch_size=len(rows), do_sample=False)
     generator = og.Generator(model, params)
+    if adapter is not None:
+        adapter.apply(generator)
     generator.append_tokens(batch)
     logits = generator.get_output("logits")
     if logits.shape[1] != width:

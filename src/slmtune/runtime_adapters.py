@@ -229,3 +229,29 @@ def check_adapter(lora_base: Path, adapter_file: Path) -> AdapterCard:
                 "the adapter's layout does not fit this base"
             )
     return card
+
+
+def adapter_task(lora_base: Path, adapter_file: Path, kind: str):
+    """The task card an adapter file carries, after checking it fits `lora_base` and is a `kind` task."""
+    from slmtune.prompts import Task
+
+    if not adapter_file.is_file():
+        raise ModelError(f"--adapter {adapter_file}: no such adapter file (export one with slmtune's runtime_adapters)")
+    task = Task(**check_adapter(lora_base, adapter_file).task)
+    if task.kind != kind:
+        raise ModelError(f"{adapter_file}: this adapter was fine-tuned for {task.kind}, not {kind}")
+    return task
+
+
+class ActiveAdapter:
+    """One runtime adapter loaded on an `og.Model`, made active on every generator given to `apply`."""
+
+    def __init__(self, model, adapter_file: Path):
+        from slmtune.ortgenai import onnxruntime_genai
+
+        self.name = adapter_file.stem
+        self.adapters = onnxruntime_genai().Adapters(model)
+        self.adapters.load(str(adapter_file), self.name)
+
+    def apply(self, generator) -> None:
+        generator.set_active_adapter(self.adapters, self.name)

@@ -15,6 +15,7 @@ import numpy as np
 from slmtune.config import HwConfig
 from slmtune.errors import ModelError
 from slmtune.prompts import Task, label_from_text, render_prompt
+from slmtune.runtime_adapters import ActiveAdapter
 
 LabelledIds = tuple[list[int], int]  # prompt + completion token ids, and where the completion starts
 GENAI_MAX_BATCH = 32  # ONNX Runtime GenAI 0.18 refuses a larger batch_size
@@ -203,6 +204,7 @@ class OnnxGenaiClassifier:
         batch_size: int,
         batched: bool | None = None,
         threads: int = 0,
+        adapter: Path | None = None,
     ):
         from slmtune.models import load_tokenizer
         from slmtune.ortgenai import onnxruntime_genai, open_folder
@@ -210,6 +212,7 @@ class OnnxGenaiClassifier:
         self.og, self.task, self.max_new_tokens, self.batch_size = onnxruntime_genai(), task, max_new_tokens, batch_size
         self.folder = folder
         self.model, self.tokenizer = open_folder(folder, threads)
+        self.adapter = ActiveAdapter(self.model, adapter) if adapter is not None else None
 
         self.hf_tokenizer = load_tokenizer(folder)  # renders the chat template
         self._completion_ids = [list(self.tokenizer.encode(task.completions[label])) for label in task.labels]
@@ -230,7 +233,10 @@ class OnnxGenaiClassifier:
     def _generator(self, max_length: int, batch_size: int = 1):
         params = self.og.GeneratorParams(self.model)
         params.set_search_options(max_length=max_length, do_sample=False, batch_size=batch_size)
-        return self.og.Generator(self.model, params)
+        generator = self.og.Generator(self.model, params)
+        if self.adapter is not None:
+            self.adapter.apply(generator)
+        return generator
 
     def label_scores(self, prompts: list[str]) -> np.ndarray:
         """Sum of log-probabilities of each label's completion tokens after each prompt."""
@@ -266,7 +272,8 @@ class OnnxGenaiClassifier:
         """One teacher-forced prefill of right-padded prompt+completion rows; logits at every position."""
         from slmtune.ortgenai import prefill_logits
 
-        logits = prefill_logits(self.model, self.folder, [ids for ids, _ in batch], self._pad, "label scoring")
+        rows = [ids for ids, _ in batch]
+        logits = prefill_logits(self.model, self.folder, rows, self._pad, "label scoring", self.adapter)
         return completion_logprobs(logits, batch)
 
     def generate(self, prompts: list[str]) -> list[str]:
@@ -383,17 +390,26 @@ def load_classifier(
     max_new_tokens: int,
     adapter: Path | str | None = None,
     hw: HwConfig | None = None,
+    runtime_adapter: Path | None = None,
 ) -> Classifier:
     """A classifier for a model folder: ONNX Runtime GenAI if it holds genai_config.json, else PyTorch.
 
     `batch_size` and `max_new_tokens` are `eval.batch_size` and `eval.max_new_tokens` (conf/eval/).
+    `adapter` is a peft adapter folder (PyTorch); `runtime_adapter` an ONNX Runtime adapter file made
+    active on a LoRA base (runtime_adapters.py), whose card then says the task.
     """
     from slmtune.models import load_adapter, load_causal_lm, load_tokenizer
 
     folder = Path(folder)
+    threads = hw.num_threads if hw else 0
+    if runtime_adapter is not None:
+        from slmtune.runtime_adapters import adapter_task
+
+        task = adapter_task(folder, runtime_adapter, "classification")
+        return OnnxGenaiClassifier(folder, task, max_new_tokens, batch_size, threads=threads, adapter=runtime_adapter)
     task = check_model_kind(folder, "classification")
     if is_onnx_folder(folder):
-        return OnnxGenaiClassifier(folder, task, max_new_tokens, batch_size, threads=hw.num_threads if hw else 0)
+        return OnnxGenaiClassifier(folder, task, max_new_tokens, batch_size, threads=threads)
     tokenizer = load_tokenizer(folder)  # each loader checks its own files, once
     model = load_causal_lm(folder, hw)
     if adapter is not None:
