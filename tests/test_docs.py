@@ -51,6 +51,9 @@ CHECKED_ELSEWHERE = {
         "test_serve.test_the_load_test_drives_1_4_and_16_clients_without_an_error (the same module on the tiny "
         "model; the target's own run on the bench model is committed in bench/serve.json)"
     ),
+    r"(\.venv/bin/)?slmtune (lora-base|export-adapter) .*|slmtune (classify|generate) .* --adapter .*": (
+        "test_runtime_adapters (the same commands on the tiny base with two adapters)"
+    ),
     r"make bench": "test_bench (the same code, --quick)",
     r"make bench BENCH_ARGS=.*": "test_bench (overrides and options)",
     r"make bench-peer( PEER_ARGS=.*)?": (

@@ -15,8 +15,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from helpers import sh
 from slmtune.errors import ModelError
-from slmtune.runtime_adapters import AdapterCard, add_lora_inputs, card_path, check_adapter, export_adapter
+from slmtune.runtime_adapters import AdapterCard, card_path, check_adapter, export_adapter
 
 pytestmark = pytest.mark.slow
 ADAPTERS = {  # name: (seed, rank, alpha, targets)
@@ -52,11 +53,13 @@ def built(pipeline_run, tmp_path_factory) -> dict[str, Path]:
     base = pipeline_run / "models/base"
     params = load_params(pipeline_run / "params.yaml")
     build(params, base, root / "int4_base")
-    add_lora_inputs(root / "int4_base", base, root / "lora_base")
+    # the commands a user runs (`slmtune lora-base` builds the int4 base itself, with the same settings)
+    sh(["slmtune", "lora-base", "--base", str(base), "--out", str(root / "lora_base")], pipeline_run)
     paths = {"base": base, "int4_base": root / "int4_base", "lora_base": root / "lora_base"}
     for name, (seed, rank, alpha, targets) in ADAPTERS.items():
         random_adapter(base, root / name, seed, rank, alpha, targets)
-        export_adapter(root / name, base, root / f"{name}.onnx_adapter")
+        out = root / f"{name}.onnx_adapter"
+        sh(["slmtune", "export-adapter", str(root / name), "--base", str(base), "--out", str(out)], pipeline_run)
         paths[name] = root / name
         paths[f"{name}_file"] = root / f"{name}.onnx_adapter"
     return paths
@@ -189,7 +192,6 @@ def test_what_the_runtime_cannot_apply_is_refused_at_export(built, pipeline_run,
 def test_classify_with_an_adapter_scores_with_its_weights_and_refuses_a_misfit(built, pipeline_run, tmp_path):
     from peft import PeftModel
 
-    from helpers import sh
     from slmtune.models import load_causal_lm, load_tokenizer
     from slmtune.prompts import Task
     from slmtune.scoring import TorchClassifier, label_probabilities

@@ -57,13 +57,24 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--served-model-name", help="the model id clients see (default: the folder's name)")
     serve.add_argument("overrides", nargs="*", help="serve.* settings, e.g. serve.max_batch_size=16")
 
+    lora_base = commands.add_parser(
+        "lora-base", help="build a base model to int4 with LoRA inputs, for runtime adapters (--adapter)"
+    )
+    lora_base.add_argument("--base", type=Path, default=Path("models/base"), help="the PyTorch base folder")
+    lora_base.add_argument("--out", type=Path, default=Path("models/int4-lora-base"))
+    lora_base.add_argument("overrides", nargs="*", help="build.* and hw.* settings, e.g. build.block_size=64")
+    export = commands.add_parser("export-adapter", help="write a peft LoRA adapter as an ONNX Runtime adapter file")
+    export.add_argument("adapter", type=Path, help="the peft adapter folder (e.g. models/adapter)")
+    export.add_argument("--base", type=Path, default=Path("models/base"), help="the base it was trained on")
+    export.add_argument("--out", type=Path, required=True, help="the .onnx_adapter file to write (a .json card beside)")
+
     params = commands.add_parser("params", help="compose conf/ into params.yaml (Hydra overrides allowed)")
     params.add_argument("overrides", nargs="*", help="e.g. hw=cuda train.learning_rate=1.0e-3")
     params.add_argument("--output", type=Path, default=Path("params.yaml"))
 
     check = commands.add_parser("check-hw", help="check that this machine can run a hardware profile")
     check.add_argument("overrides", nargs="*", help="e.g. hw=cuda")
-    for command in (classify, generate, chat, serve, params, check):
+    for command in (classify, generate, chat, serve, lora_base, export, params, check):
         add_debug_flag(command)
     return parse
 
@@ -319,6 +330,33 @@ def serve_model(args: argparse.Namespace) -> None:
     serve(args.model_path, settings, args.api_key, args.served_model_name, params.eval.batch_size)
 
 
+def build_lora_base(args: argparse.Namespace) -> None:
+    """models/base -> int4 (the build group's settings) -> the same with LoRA inputs, in --out."""
+    import tempfile
+
+    from slmtune.config import compose
+    from slmtune.runtime_adapters import add_lora_inputs
+    from slmtune.stages.build_int4 import build
+
+    check_model_path(args.base)
+    params = compose(args.overrides)
+    with tempfile.TemporaryDirectory(prefix="slmtune-lora-base-") as tmp:
+        build(params, args.base, Path(tmp) / "int4")
+        inputs = add_lora_inputs(Path(tmp) / "int4", args.base, args.out)
+    print(f"LoRA base with {len(inputs)} adapted MatMuls -> {args.out}", file=sys.stderr)
+
+
+def export_runtime_adapter(args: argparse.Namespace) -> None:
+    from slmtune.runtime_adapters import export_adapter
+
+    check_model_path(args.adapter)
+    check_model_path(args.base)
+    if args.out.suffix != ".onnx_adapter":
+        raise SlmtuneError(f"--out {args.out}: name the file *.onnx_adapter (its card is written beside it as .json)")
+    card = export_adapter(args.adapter, args.base, args.out)
+    print(f"adapter r={card.rank} on {', '.join(card.target_modules)} -> {args.out}", file=sys.stderr)
+
+
 def compose_params(args: argparse.Namespace) -> None:
     from slmtune.config import write_params
 
@@ -340,6 +378,8 @@ COMMANDS = {
     "generate": generate,
     "chat": chat,
     "serve": serve_model,
+    "lora-base": build_lora_base,
+    "export-adapter": export_runtime_adapter,
     "params": compose_params,
     "check-hw": check_hw,
 }
