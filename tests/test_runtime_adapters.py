@@ -230,3 +230,46 @@ def test_classify_with_an_adapter_scores_with_its_weights_and_refuses_a_misfit(b
     generate = ["slmtune", "generate", "hi", "--model-path", str(built["lora_base"]), "--adapter"]
     refused = sh([*generate, str(built["wide_file"])], tmp_path, check=False)
     assert refused.returncode == 1 and "fine-tuned for classification, not generation" in refused.stderr
+
+
+def test_one_server_switches_adapters_between_requests(built, pipeline_run, tmp_path):
+    import asyncio
+
+    import httpx
+
+    from serving import API_KEY, ServerProcess
+
+    phrases = [json.loads(line)["phrase"] for line in (pipeline_run / "data/prepared/test.jsonl").open()][:16]
+    rows = tmp_path / "phrases.jsonl"
+    rows.write_text("".join(json.dumps({"phrase": p}) + "\n" for p in phrases))
+    offline = {}
+    for name in ("wide", "narrow"):
+        out = tmp_path / f"{name}.jsonl"
+        command = ["slmtune", "classify", "--input", str(rows), "--output", str(out), "--scores"]
+        sh([*command, "--model-path", str(built["lora_base"]), "--adapter", str(built[f"{name}_file"])], tmp_path)
+        offline[name] = [json.loads(line)["scores"] for line in out.read_text().splitlines()]
+    adapters = [arg for name in ("wide", "narrow") for arg in ("--adapter", f"{name}={built[f'{name}_file']}")]
+    server = ServerProcess(built["lora_base"], tmp_path / "server.log", *adapters)
+    try:
+        with server.client() as client:
+            models = client.get("/v1/models").json()["data"]
+            assert [m["id"] for m in models] == ["lora_base", "wide", "narrow"]
+            assert models[1]["parent"] == "lora_base" and models[1]["labels"] == models[0]["labels"]
+
+        async def one(client, name: str, phrase: str) -> dict:
+            answer = await client.post("/v1/classify", json={"input": phrase, "scores": True, "model": name})
+            assert answer.status_code == 200, answer.text
+            return answer.json()["data"][0]["scores"]
+
+        async def mixed() -> list[tuple[str, int, dict]]:
+            headers = {"Authorization": f"Bearer {API_KEY}"}
+            async with httpx.AsyncClient(base_url=server.url, headers=headers, timeout=60) as client:
+                jobs = [(name, i) for i in range(len(phrases)) for name in ("wide", "narrow")]
+                scores = await asyncio.gather(*(one(client, name, phrases[i]) for name, i in jobs))
+            return [(name, i, s) for (name, i), s in zip(jobs, scores, strict=True)]
+
+        for name, i, scores in asyncio.run(mixed()):  # both adapters in flight at once, in one process
+            assert max(abs(scores[k] - offline[name][i][k]) for k in scores) <= 1e-4, (name, i)
+        assert server.process.poll() is None
+    finally:
+        assert server.stop() == 0

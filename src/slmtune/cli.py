@@ -55,6 +55,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="require `Authorization: Bearer KEY` (default: $SLMTUNE_API_KEY; none: no key)",
     )
     serve.add_argument("--served-model-name", help="the model id clients see (default: the folder's name)")
+    serve.add_argument(
+        "--adapter",
+        action="append",
+        default=[],
+        metavar="NAME=FILE",
+        help="also serve a runtime adapter on this LoRA base as model NAME (repeatable)",
+    )
     serve.add_argument("overrides", nargs="*", help="serve.* settings, e.g. serve.max_batch_size=16")
 
     lora_base = commands.add_parser(
@@ -327,7 +334,13 @@ def serve_model(args: argparse.Namespace) -> None:
     if not 0 <= settings.port <= 65535:
         raise SlmtuneError(f"--port {settings.port}: must be from 0 to 65535")
     check_model_path(args.model_path)
-    serve(args.model_path, settings, args.api_key, args.served_model_name, params.eval.batch_size)
+    adapters = {}
+    for given in args.adapter:
+        name, sep, path = given.partition("=")
+        if not sep or not name or not path:
+            raise SlmtuneError(f"--adapter {given!r}: give NAME=FILE, e.g. --adapter tone=adapters/tone.onnx_adapter")
+        adapters[name] = Path(path)
+    serve(args.model_path, settings, args.api_key, args.served_model_name, params.eval.batch_size, adapters)
 
 
 def build_lora_base(args: argparse.Namespace) -> None:

@@ -182,13 +182,21 @@ class TorchGenerator:
 class OnnxGenaiGenerator:
     """An ONNX Runtime GenAI model folder (the int4 build)."""
 
-    def __init__(self, folder: Path, task: Task, batch_size: int, threads: int = 0, adapter: Path | None = None):
+    def __init__(
+        self,
+        folder: Path,
+        task: Task,
+        batch_size: int,
+        threads: int = 0,
+        adapter: Path | ActiveAdapter | None = None,
+        loaded: tuple | None = None,
+    ):
         from slmtune.models import load_tokenizer
         from slmtune.ortgenai import onnxruntime_genai, open_folder
 
         self.og, self.task, self.folder, self.batch_size = onnxruntime_genai(), task, folder, batch_size
-        self.model, self.tokenizer = open_folder(folder, threads)
-        self.adapter = ActiveAdapter(self.model, adapter) if adapter is not None else None
+        self.model, self.tokenizer = loaded or open_folder(folder, threads)  # `loaded`: shared with others
+        self.adapter = ActiveAdapter.load(self.model, adapter) if isinstance(adapter, Path) else adapter
         self.hf_tokenizer = load_tokenizer(folder)  # renders the chat template
         self.context_length = genai_context_length(folder)
         self.pad = genai_pad_token_id(folder)

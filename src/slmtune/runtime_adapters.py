@@ -244,14 +244,26 @@ def adapter_task(lora_base: Path, adapter_file: Path, kind: str):
 
 
 class ActiveAdapter:
-    """One runtime adapter loaded on an `og.Model`, made active on every generator given to `apply`."""
+    """One runtime adapter loaded in an `og.Adapters` of a model, made active on every generator given to `apply`.
 
-    def __init__(self, model, adapter_file: Path):
+    Several share one `og.Adapters` (one model in memory): `ActiveAdapter.load(model, file)` makes the
+    first, `other.load_beside(file)` the next.
+    """
+
+    def __init__(self, adapters, name: str):
+        self.adapters, self.name = adapters, name
+
+    @classmethod
+    def load(cls, model, adapter_file: Path, name: str | None = None) -> ActiveAdapter:
         from slmtune.ortgenai import onnxruntime_genai
 
-        self.name = adapter_file.stem
-        self.adapters = onnxruntime_genai().Adapters(model)
-        self.adapters.load(str(adapter_file), self.name)
+        adapter = cls(onnxruntime_genai().Adapters(model), name or adapter_file.stem)
+        adapter.adapters.load(str(adapter_file), adapter.name)
+        return adapter
+
+    def load_beside(self, adapter_file: Path, name: str) -> ActiveAdapter:
+        self.adapters.load(str(adapter_file), name)
+        return ActiveAdapter(self.adapters, name)
 
     def apply(self, generator) -> None:
         generator.set_active_adapter(self.adapters, self.name)

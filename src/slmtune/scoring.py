@@ -204,15 +204,16 @@ class OnnxGenaiClassifier:
         batch_size: int,
         batched: bool | None = None,
         threads: int = 0,
-        adapter: Path | None = None,
+        adapter: Path | ActiveAdapter | None = None,
+        loaded: tuple | None = None,
     ):
         from slmtune.models import load_tokenizer
         from slmtune.ortgenai import onnxruntime_genai, open_folder
 
         self.og, self.task, self.max_new_tokens, self.batch_size = onnxruntime_genai(), task, max_new_tokens, batch_size
         self.folder = folder
-        self.model, self.tokenizer = open_folder(folder, threads)
-        self.adapter = ActiveAdapter(self.model, adapter) if adapter is not None else None
+        self.model, self.tokenizer = loaded or open_folder(folder, threads)  # `loaded`: shared with others
+        self.adapter = ActiveAdapter.load(self.model, adapter) if isinstance(adapter, Path) else adapter
 
         self.hf_tokenizer = load_tokenizer(folder)  # renders the chat template
         self._completion_ids = [list(self.tokenizer.encode(task.completions[label])) for label in task.labels]

@@ -59,22 +59,27 @@ class ChatRequest(Strict):
     user: str | None = None
 
 
-def create_app(model: ServedModel, settings: ServeConfig, api_key: str | None = None, name: str | None = None):
+def create_app(model: ServedModel, settings: ServeConfig, api_key: str | None = None):
     """The ASGI app over a loaded model, wrapped in its guards (log, key, body limits)."""
-    name = name or model.folder.name
     metrics = ServerMetrics()
-    batcher = MicroBatcher(
-        lambda requests: model.run(model.classify_requests, requests),
-        settings.max_batch_size,
-        settings.batch_wait_ms / 1000,
-        metrics.batch,
-    )
+    batchers = {  # one per classifying variant: an adapter is active per model call
+        variant.name: MicroBatcher(
+            lambda requests, v=variant: model.run(v.classify_requests, requests),
+            settings.max_batch_size,
+            settings.batch_wait_ms / 1000,
+            metrics.batch,
+        )
+        for variant in model.variants.values()
+        if not variant.task.generative
+    }
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        batcher.start()
+        for batcher in batchers.values():
+            batcher.start()
         yield
-        await batcher.stop()
+        for batcher in batchers.values():
+            await batcher.stop()
 
     app = FastAPI(title="slmtune", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     install_error_handlers(app)
@@ -85,7 +90,7 @@ def create_app(model: ServedModel, settings: ServeConfig, api_key: str | None = 
 
     @app.get("/v1/models")
     async def models():
-        return {"object": "list", "data": [model_card(model, name)]}
+        return {"object": "list", "data": [model_card(model, variant) for variant in model.variants.values()]}
 
     @app.get("/metrics")
     async def prometheus():
@@ -97,11 +102,11 @@ def create_app(model: ServedModel, settings: ServeConfig, api_key: str | None = 
 
     @app.post("/v1/classify")
     async def classify(request: ClassifyRequest):
-        check_model_name(request.model, name)
-        if model.task.generative:
-            raise RequestRejected(f"model '{name}' writes text (a generation task): use /v1/chat/completions")
+        variant = model.variant(request.model)
+        if variant.task.generative:
+            raise RequestRejected(f"model '{variant.name}' writes text (a generation task): use /v1/chat/completions")
         phrases = checked_phrases(request.input, settings.max_phrases)
-        rows = await batcher.submit(phrases)
+        rows = await batchers[variant.name].submit(phrases)
         data = []
         for index, row in enumerate(rows):
             probabilities = row["probabilities"]
@@ -109,31 +114,32 @@ def create_app(model: ServedModel, settings: ServeConfig, api_key: str | None = 
             if request.scores:
                 item["scores"] = {label: round(p, 6) for label, p in probabilities.items()}
             data.append(item)
-        return {"object": "list", "model": name, "data": data}
+        return {"object": "list", "model": variant.name, "data": data}
 
     @app.post("/v1/chat/completions")
     async def chat(request: ChatRequest):
-        check_model_name(request.model, name)
+        variant = model.variant(request.model)
         if request.n not in (None, 1):
             raise RequestRejected(f"n is {request.n}; this server writes one choice per request (n=1)")
         turns = conversation([m.model_dump() for m in request.messages])
-        sampling = sampling_of(request, settings.max_tokens, model.context_length)  # checked for either kind
-        completion = ChatCompletion(name, request.stream_options is not None and request.stream_options.include_usage)
-        if not model.task.generative:
-            answer = await classify_chat(model, batcher, turns)
+        sampling = sampling_of(request, settings.max_tokens, variant.context_length)  # checked for either kind
+        usage = request.stream_options is not None and request.stream_options.include_usage
+        completion = ChatCompletion(variant.name, usage)
+        if not variant.task.generative:
+            answer = await classify_chat(variant, batchers[variant.name], turns)
             metrics.prompt_tokens.inc(answer.prompt_tokens)
             metrics.completion_tokens.inc(answer.completion_tokens)
             if request.stream:
                 return completion.stream_whole(answer)
             return completion.whole(answer)
-        prompt, prompt_tokens = await model.run(model.chat_prompt, turns)
+        prompt, prompt_tokens = await model.run(variant.chat_prompt, turns)
         metrics.prompt_tokens.inc(prompt_tokens)
-        room = min(sampling.max_new_tokens, model.context_length - prompt_tokens)
+        room = min(sampling.max_new_tokens, variant.context_length - prompt_tokens)
         if request.stream:
-            return completion.stream(model, prompt, sampling, prompt_tokens, room, metrics)
+            return completion.stream(model, variant, prompt, sampling, prompt_tokens, room, metrics)
         cancelled = threading.Event()
-        text = "".join([piece async for piece in model.stream(prompt, sampling, cancelled)]).strip()
-        tokens = await model.run(model.completion_tokens, text)
+        text = "".join([piece async for piece in model.stream(variant, prompt, sampling, cancelled)]).strip()
+        tokens = await model.run(variant.completion_tokens, text)
         metrics.completion_tokens.inc(tokens)
         return completion.whole(Answer(text, prompt_tokens, tokens, "length" if tokens >= room else "stop"))
 
@@ -141,25 +147,21 @@ def create_app(model: ServedModel, settings: ServeConfig, api_key: str | None = 
     return AccessLog(ApiKeyGuard(wrapped, api_key), metrics)
 
 
-def model_card(model: ServedModel, name: str) -> dict:
-    """The served model in OpenAI's model-object shape, with what a client needs to know of it."""
-    return {
-        "id": name,
+def model_card(model: ServedModel, variant) -> dict:
+    """A served variant in OpenAI's model-object shape, with what a client needs to know of it."""
+    card = {
+        "id": variant.name,
         "object": "model",
         "created": int(model.folder.stat().st_mtime),
         "owned_by": "slmtune",
-        "kind": model.kind,
-        "labels": model.task.labels,
-        "max_model_len": model.context_length,
+        "kind": variant.kind,
+        "labels": variant.task.labels,
+        "max_model_len": variant.context_length,
         "runtime": model.runtime,
     }
-
-
-def check_model_name(requested: str | None, name: str) -> None:
-    if requested is not None and requested != name:
-        raise RequestRejected(
-            f"model '{requested}' is not served here; this server serves '{name}'", 404, "model_not_found"
-        )
+    if variant is not model.default:
+        card |= {"root": model.name, "parent": model.name}  # a runtime adapter on the served base, as vLLM says
+    return card
 
 
 def checked_phrases(given: str | list[str], limit: int) -> list[str]:
@@ -179,14 +181,14 @@ def checked_phrases(given: str | list[str], limit: int) -> list[str]:
     return phrases
 
 
-async def classify_chat(model: ServedModel, batcher: MicroBatcher, turns: list[tuple[str, str]]) -> Answer:
+async def classify_chat(variant, batcher: MicroBatcher, turns: list[tuple[str, str]]) -> Answer:
     """A classifier's chat answer: its label for the last user message (only a label can come out)."""
     phrase = next(content for role, content in reversed(turns) if role == "user")
     if not phrase.strip():
         raise RequestRejected("the last user message is empty; give some text to classify")
     [row] = await batcher.submit([phrase])
     label = max(row["probabilities"], key=row["probabilities"].get)
-    return Answer(label, row["prompt_tokens"], model.label_tokens(label), "stop")
+    return Answer(label, row["prompt_tokens"], variant.label_tokens(label), "stop")
 
 
 def sampling_of(request: ChatRequest, cap: int, context: int):
@@ -247,19 +249,19 @@ class ChatCompletion:
         ]
         return event_stream(iter_async(events))
 
-    def stream(self, model: ServedModel, prompt: str, sampling, prompt_tokens: int, room: int, metrics):
+    def stream(self, model: ServedModel, variant, prompt: str, sampling, prompt_tokens: int, room: int, metrics):
         async def events() -> AsyncIterator[str]:
             yield self._chunk({"role": "assistant", "content": ""})
             pieces: list[str] = []
             try:
-                async for piece in model.stream(prompt, sampling, threading.Event()):
+                async for piece in model.stream(variant, prompt, sampling, threading.Event()):
                     pieces.append(piece)
                     yield self._chunk({"content": piece})
             except Exception as err:  # the status is sent already: say it in the stream, as OpenAI does
                 yield sse(error_payload(500, f"generation failed: {type(err).__name__}", "server_error"))
                 yield "data: [DONE]\n\n"
                 return
-            tokens = await model.run(model.completion_tokens, "".join(pieces))
+            tokens = await model.run(variant.completion_tokens, "".join(pieces))
             metrics.completion_tokens.inc(tokens)
             answer = Answer("".join(pieces), prompt_tokens, tokens, "length" if tokens >= room else "stop")
             for event in self._closing(answer):

@@ -3,7 +3,8 @@
 A classification model scores phrases (requests that arrive together are batched, see batching.py);
 a generation model writes answers, one at a time, streamed piece by piece. Every model call runs on
 the engine's single worker thread, so the event loop never blocks and the model is never entered
-by two threads at once.
+by two threads at once. A LoRA base with runtime adapters serves one *variant* per adapter besides
+its own task, all on the one model in memory; a request's `model` field picks the variant.
 """
 
 from __future__ import annotations
@@ -39,37 +40,16 @@ class Answer:
     finish_reason: str
 
 
-class ServedModel:
-    """A model folder (int4 ONNX or merged PyTorch) behind the API: its task card, limits and compute."""
+class Variant:
+    """One task served: the folder's own, or the folder with one runtime adapter active."""
 
-    def __init__(self, folder: Path, batch_size: int, threads: int = 0):
-        from slmtune.scoring import check_model_kind, is_onnx_folder
-
-        self.folder = folder
-        self.task: Task = check_model_kind(folder, Task.load(folder).kind)
-        self.runtime = "onnxruntime-genai" if is_onnx_folder(folder) else "pytorch"
-        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="slmtune-model")
-        if self.task.generative:
-            from slmtune.generation import load_generator
-
-            self.generator = load_generator(folder, batch_size=batch_size)
-            self.context_length = self.generator.context_length
-        else:
-            from slmtune.scoring import load_classifier
-
-            self.classifier = load_classifier(folder, batch_size=batch_size, max_new_tokens=1)
-            self.context_length = self.classifier.context_length
+    def __init__(self, name: str, task: Task, classifier=None, generator=None):
+        self.name, self.task, self.classifier, self.generator = name, task, classifier, generator
+        self.context_length = (generator or classifier).context_length
 
     @property
     def kind(self) -> str:
         return self.task.kind
-
-    def close(self) -> None:
-        self._worker.shutdown(wait=True, cancel_futures=True)
-
-    async def run(self, work: Callable, *args):
-        """`work(*args)` on the model's thread."""
-        return await asyncio.get_running_loop().run_in_executor(self._worker, work, *args)
 
     # classification
 
@@ -147,7 +127,45 @@ class ServedModel:
             )
         return prompt, prompt_tokens
 
-    async def stream(self, prompt: str, sampling, cancelled: threading.Event) -> AsyncIterator[str]:
+    def completion_tokens(self, text: str) -> int:
+        return len(self.generator.hf_tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+class ServedModel:
+    """A model folder (int4 ONNX or merged PyTorch) behind the API: its variants, their limits and one thread."""
+
+    def __init__(self, folder: Path, batch_size: int, adapters: dict[str, Path] | None = None, name: str = ""):
+        from slmtune.scoring import is_onnx_folder
+
+        self.folder, self.name = folder, name or folder.name
+        self.runtime = "onnxruntime-genai" if is_onnx_folder(folder) else "pytorch"
+        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="slmtune-model")
+        self.variants = load_variants(folder, self.name, batch_size, adapters or {})
+
+    @property
+    def default(self) -> Variant:
+        return next(iter(self.variants.values()))
+
+    def variant(self, requested: str | None) -> Variant:
+        """The variant a request's `model` field names (none: the folder's own)."""
+        if requested is None:
+            return self.default
+        if requested not in self.variants:
+            raise RequestRejected(
+                f"model '{requested}' is not served here; this server serves {', '.join(map(repr, self.variants))}",
+                404,
+                "model_not_found",
+            )
+        return self.variants[requested]
+
+    def close(self) -> None:
+        self._worker.shutdown(wait=True, cancel_futures=True)
+
+    async def run(self, work: Callable, *args):
+        """`work(*args)` on the model's thread."""
+        return await asyncio.get_running_loop().run_in_executor(self._worker, work, *args)
+
+    async def stream(self, variant: Variant, prompt: str, sampling, cancelled: threading.Event) -> AsyncIterator[str]:
         """The answer's pieces as the model's thread decodes them; stops early once `cancelled` is set."""
         loop = asyncio.get_running_loop()
         pieces: asyncio.Queue = asyncio.Queue()
@@ -155,7 +173,7 @@ class ServedModel:
 
         def decode() -> None:
             try:
-                for piece in self.generator.stream(prompt, sampling):
+                for piece in variant.generator.stream(prompt, sampling):
                     if cancelled.is_set():
                         break
                     loop.call_soon_threadsafe(pieces.put_nowait, piece)
@@ -174,9 +192,6 @@ class ServedModel:
             cancelled.set()
             await asyncio.shield(job)
 
-    def completion_tokens(self, text: str) -> int:
-        return len(self.generator.hf_tokenizer(text, add_special_tokens=False)["input_ids"])
-
 
 def conversation(messages: list[dict]) -> list[tuple[str, str]]:
     """(role, content) turns of OpenAI-style messages; the roles this model can be given."""
@@ -186,10 +201,66 @@ def conversation(messages: list[dict]) -> list[tuple[str, str]]:
     return turns
 
 
-def load_served_model(folder: Path, batch_size: int, threads: int = 0) -> ServedModel:
+def load_served_model(
+    folder: Path, batch_size: int, adapters: dict[str, Path] | None = None, name: str = ""
+) -> ServedModel:
     """The model folder, loaded once; a clear ModelError when it is no slmtune model folder."""
     if not Path(folder).is_dir():
         from slmtune.models import RESTORE_HINT
 
         raise ModelError(f"--model-path {folder}: model folder not found; {RESTORE_HINT}")
-    return ServedModel(Path(folder), batch_size, threads)
+    return ServedModel(Path(folder), batch_size, adapters, name)
+
+
+def load_variants(folder: Path, name: str, batch_size: int, adapters: dict[str, Path]) -> dict[str, Variant]:
+    """The folder's own task under `name`, then one variant per runtime adapter (one model in memory)."""
+    from slmtune.scoring import check_model_kind, is_onnx_folder
+
+    own = check_model_kind(folder, Task.load(folder).kind)
+    if not adapters:
+        return {name: _variant(name, own, lambda kind: _load(folder, kind, batch_size))}
+    if not is_onnx_folder(folder):
+        raise ModelError(f"--adapter needs a LoRA base (`slmtune lora-base`); {folder} is a PyTorch folder")
+    from slmtune.ortgenai import open_folder
+    from slmtune.runtime_adapters import ActiveAdapter, AdapterCard, adapter_task, card_path
+
+    loaded = open_folder(folder)
+    variants = {name: _variant(name, own, lambda kind: _onnx(folder, own, kind, batch_size, loaded, None))}
+    first: ActiveAdapter | None = None
+    for adapter_name, path in adapters.items():
+        if adapter_name in variants:
+            raise ModelError(f"--adapter {adapter_name}={path}: the name {adapter_name!r} is taken; name it otherwise")
+        task = adapter_task(folder, path, AdapterCard.load(card_path(path)).task.get("kind", "classification"))
+        if first is None:
+            active = first = ActiveAdapter.load(loaded[0], path, adapter_name)
+        else:
+            active = first.load_beside(path, adapter_name)
+        variants[adapter_name] = _variant(
+            adapter_name, task, lambda kind, t=task, a=active: _onnx(folder, t, kind, batch_size, loaded, a)
+        )
+    return variants
+
+
+def _variant(name: str, task: Task, make) -> Variant:
+    compute = make(task.kind)
+    return Variant(name, task, generator=compute) if task.generative else Variant(name, task, classifier=compute)
+
+
+def _load(folder: Path, kind: str, batch_size: int):
+    if kind == "generation":
+        from slmtune.generation import load_generator
+
+        return load_generator(folder, batch_size=batch_size)
+    from slmtune.scoring import load_classifier
+
+    return load_classifier(folder, batch_size=batch_size, max_new_tokens=1)
+
+
+def _onnx(folder: Path, task: Task, kind: str, batch_size: int, loaded, adapter):
+    if kind == "generation":
+        from slmtune.generation import OnnxGenaiGenerator
+
+        return OnnxGenaiGenerator(folder, task, batch_size, adapter=adapter, loaded=loaded)
+    from slmtune.scoring import OnnxGenaiClassifier
+
+    return OnnxGenaiClassifier(folder, task, 1, batch_size, adapter=adapter, loaded=loaded)

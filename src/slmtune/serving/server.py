@@ -44,7 +44,14 @@ def configure_logging() -> None:
     log.propagate = False
 
 
-def serve(model_path: Path, settings: ServeConfig, api_key: str | None, name: str | None, batch_size: int) -> None:
+def serve(
+    model_path: Path,
+    settings: ServeConfig,
+    api_key: str | None,
+    name: str | None,
+    batch_size: int,
+    adapters: dict[str, Path] | None = None,
+) -> None:
     """Load `model_path`, then serve it on settings.host:settings.port until told to stop."""
     import uvicorn
 
@@ -55,8 +62,8 @@ def serve(model_path: Path, settings: ServeConfig, api_key: str | None, name: st
         raise SlmtuneError(f"the API key is empty; give a non-empty --api-key (or {API_KEY_ENV}), or none")
     configure_logging()
     log = logging.getLogger("slmtune.serve")
-    model = load_served_model(model_path, batch_size)
-    app = create_app(model, settings, api_key, name)
+    model = load_served_model(model_path, batch_size, adapters, name or "")
+    app = create_app(model, settings, api_key)
     config = uvicorn.Config(
         app,
         host=settings.host,
@@ -68,8 +75,10 @@ def serve(model_path: Path, settings: ServeConfig, api_key: str | None, name: st
         lifespan="on",
     )
     server = uvicorn.Server(config)
-    what = f"{model.kind}, {len(model.task.labels)} labels" if not model.task.generative else model.kind
-    log.info("serving %s (%s, %s) at http://%s:%d", model_path, what, model.runtime, settings.host, settings.port)
+    for variant in model.variants.values():
+        what = variant.kind if variant.task.generative else f"{variant.kind}, {len(variant.task.labels)} labels"
+        log.info("model %r: %s (%s, %s)", variant.name, model_path, what, model.runtime)
+    log.info("serving at http://%s:%d", settings.host, settings.port)
     log.info(reach_note(settings.host, api_key))
     received: list[int] = []
     for signum in (signal.SIGTERM, signal.SIGINT):
