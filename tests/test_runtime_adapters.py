@@ -240,14 +240,14 @@ def test_one_server_switches_adapters_between_requests(built, pipeline_run, tmp_
     from serving import API_KEY, ServerProcess
 
     phrases = [json.loads(line)["phrase"] for line in (pipeline_run / "data/prepared/test.jsonl").open()][:16]
-    rows = tmp_path / "phrases.jsonl"
-    rows.write_text("".join(json.dumps({"phrase": p}) + "\n" for p in phrases))
-    offline = {}
+    from slmtune.scoring import label_probabilities, load_classifier
+
+    offline = {}  # what `slmtune classify --adapter` computes (its command is tested above), in this process
     for name in ("wide", "narrow"):
-        out = tmp_path / f"{name}.jsonl"
-        command = ["slmtune", "classify", "--input", str(rows), "--output", str(out), "--scores"]
-        sh([*command, "--model-path", str(built["lora_base"]), "--adapter", str(built[f"{name}_file"])], tmp_path)
-        offline[name] = [json.loads(line)["scores"] for line in out.read_text().splitlines()]
+        classifier = load_classifier(
+            built["lora_base"], batch_size=32, max_new_tokens=4, runtime_adapter=built[f"{name}_file"]
+        )
+        offline[name] = label_probabilities(classifier, phrases)
     adapters = [arg for name in ("wide", "narrow") for arg in ("--adapter", f"{name}={built[f'{name}_file']}")]
     server = ServerProcess(built["lora_base"], tmp_path / "server.log", *adapters)
     try:
