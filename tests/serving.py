@@ -4,22 +4,15 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
-import time
 from pathlib import Path
 
 import httpx
 
 from helpers import BIN, tool_env
+from slmtune.serving.loadtest import free_port, wait_healthy
 
 API_KEY = "test-key-" + os.urandom(8).hex()
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 class ServerProcess:
@@ -35,19 +28,7 @@ class ServerProcess:
         if api_key:
             env["SLMTUNE_API_KEY"] = api_key  # the environment variable, as a deployment would set it
         self.process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=log.open("wb"))
-        self._wait_ready()
-
-    def _wait_ready(self, timeout: float = 120) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise AssertionError(f"server exited {self.process.returncode}:\n{self.log.read_text()[-3000:]}")
-            try:
-                if httpx.get(self.url + "/healthz", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                time.sleep(0.1)
-        raise AssertionError(f"server not ready after {timeout} s:\n{self.log.read_text()[-3000:]}")
+        wait_healthy(self.url, self.process, log, timeout=120)
 
     @property
     def headers(self) -> dict[str, str]:

@@ -183,9 +183,8 @@ def check_phrases_fit(classifier, phrases: list[str], model_path: Path, source: 
     if not overlong:
         return
     index, tokens = overlong[0]
-    where = "the phrase" if source is None else f"{source}: row {index + 1} (and {len(overlong) - 1} more)"
-    if source is not None and len(overlong) == 1:
-        where = f"{source}: row {index + 1}"
+    more = f" (and {len(overlong) - 1} more)" if len(overlong) > 1 else ""
+    where = "the phrase" if source is None else f"{source}: row {index + 1}{more}"
     raise DataError(
         f"{where} is {tokens} tokens with the prompt and the longest label; the context of {model_path} holds "
         f"{classifier.context_length} tokens: shorten it"

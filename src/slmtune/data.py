@@ -137,11 +137,11 @@ def read_records(path: Path | str, fields: Iterable[str] = ()) -> Iterator[tuple
     yield from reader(path, read_text(path), tuple(fields))
 
 
-def _string_field(record: dict[str, Any], key: str, where: str) -> str:
-    """`record[key]`, checked to be present, a string, and encodable as UTF-8."""
+def string_field(record: dict[str, Any], key: str, where: str, hint: str = FIELD_HINT) -> str:
+    """`record[key]`, checked to be present (`hint` says where field names come from), a string, and UTF-8."""
     value = record.get(key)
     if value is None:
-        raise DataError(f"{where}: missing field '{key}' ({FIELD_HINT})")
+        raise DataError(f"{where}: missing field '{key}' ({hint})")
     if not isinstance(value, str):
         raise DataError(f"{where}: field '{key}' must be a string, got {json_type(value)}")
     try:
@@ -176,8 +176,8 @@ def load_examples(
             raise DataError(
                 f"{where}: expected an object with '{text_field}' and '{label_field}', got {json_type(record)}"
             )
-        phrase = _string_field(record, text_field, where).strip()
-        raw_label = _string_field(record, label_field, where)
+        phrase = string_field(record, text_field, where).strip()
+        raw_label = string_field(record, label_field, where)
         if not phrase:
             raise DataError(f"{where}: empty phrase in field '{text_field}'; write the phrase or remove the row")
         label = _label(raw_label, canonical, where)

@@ -192,9 +192,9 @@ class OnnxGenaiGenerator:
         loaded: tuple | None = None,
     ):
         from slmtune.models import load_tokenizer
-        from slmtune.ortgenai import onnxruntime_genai, open_folder
+        from slmtune.ortgenai import open_folder
 
-        self.og, self.task, self.folder, self.batch_size = onnxruntime_genai(), task, folder, batch_size
+        self.task, self.folder, self.batch_size = task, folder, batch_size
         self.model, self.tokenizer = loaded or open_folder(folder, threads)  # `loaded`: shared with others
         self.adapter = ActiveAdapter.load(self.model, adapter) if isinstance(adapter, Path) else adapter
         self.hf_tokenizer = load_tokenizer(folder)  # renders the chat template
@@ -202,16 +202,13 @@ class OnnxGenaiGenerator:
         self.pad = genai_pad_token_id(folder)
 
     def _generator(self, max_length: int, sampling: Sampling):
-        params = self.og.GeneratorParams(self.model)
+        from slmtune.ortgenai import new_generator
+
         options: dict[str, Any] = {"max_length": max_length, "do_sample": False}
         if sampling.temperature > 0:
             sampled = {"do_sample": True, "temperature": sampling.temperature, "top_k": TOP_K}
             options |= {**sampled, "random_seed": sampling.seed}
-        params.set_search_options(**options)
-        generator = self.og.Generator(self.model, params)
-        if self.adapter is not None:
-            self.adapter.apply(generator)
-        return generator
+        return new_generator(self.model, self.adapter, **options)
 
     def _tokens(self, prompt: str, sampling: Sampling) -> Iterator[int]:
         ids = np.asarray(self.tokenizer.encode(prompt), dtype=np.int32)

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from slmtune.config import DataConfig
-from slmtune.data import FIELD_HINT, json_type, normalise, read_records
+from slmtune.data import FIELD_HINT, json_type, normalise, read_records, string_field
 from slmtune.errors import DataError
 from slmtune.prompts import user_message
 from slmtune.tokenization import common_prefix_length
@@ -115,11 +115,7 @@ def _read_row(record: dict[str, Any], line: int, where: str, data: DataConfig) -
 
 def _text(record: dict[str, Any], key: str, where: str, what: str) -> str:
     """A non-empty string column."""
-    value = record.get(key)
-    if value is None:
-        raise DataError(f"{where}: missing field '{key}' ({what}; {FIELD_HINT}, or the template's columns)")
-    if not isinstance(value, str):
-        raise DataError(f"{where}: field '{key}' must be a string, got {json_type(value)}")
+    value = string_field(record, key, where, f"{what}; {FIELD_HINT}, or the template's columns")
     if not value.strip():
         raise DataError(f"{where}: field '{key}' ({what}) is empty; write it or remove the row")
     return value.strip()

@@ -46,6 +46,17 @@ def open_folder(folder: Path, threads: int = 0):
         ) from err
 
 
+def new_generator(model, adapter=None, **search_options):
+    """An `og.Generator` with these search options, `adapter` (runtime_adapters.ActiveAdapter) active on it."""
+    og = onnxruntime_genai()
+    params = og.GeneratorParams(model)
+    params.set_search_options(**search_options)
+    generator = og.Generator(model, params)
+    if adapter is not None:
+        adapter.apply(generator)
+    return generator
+
+
 def prefill_logits(model, folder: Path, rows: list[list[int]], pad: int, purpose: str, adapter=None):
     """Logits at every position of right-padded `rows`, in one teacher-forced prefill (batch, width, vocab).
 
@@ -55,16 +66,11 @@ def prefill_logits(model, folder: Path, rows: list[list[int]], pad: int, purpose
 
     from slmtune.errors import ModelError
 
-    og = onnxruntime_genai()
     width = max(len(ids) for ids in rows)
     batch = np.full((len(rows), width), pad, dtype=np.int32)
     for row, ids in enumerate(rows):
         batch[row, : len(ids)] = ids
-    params = og.GeneratorParams(model)
-    params.set_search_options(max_length=width, batch_size=len(rows), do_sample=False)
-    generator = og.Generator(model, params)
-    if adapter is not None:
-        adapter.apply(generator)
+    generator = new_generator(model, adapter, max_length=width, batch_size=len(rows), do_sample=False)
     generator.append_tokens(batch)
     logits = generator.get_output("logits")
     if logits.shape[1] != width:

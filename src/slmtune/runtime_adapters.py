@@ -231,14 +231,14 @@ def check_adapter(lora_base: Path, adapter_file: Path) -> AdapterCard:
     return card
 
 
-def adapter_task(lora_base: Path, adapter_file: Path, kind: str):
-    """The task card an adapter file carries, after checking it fits `lora_base` and is a `kind` task."""
+def adapter_task(lora_base: Path, adapter_file: Path, kind: str | None = None):
+    """The task card an adapter file carries, after checking it fits `lora_base` (and is a `kind` task)."""
     from slmtune.prompts import Task
 
     if not adapter_file.is_file():
         raise ModelError(f"--adapter {adapter_file}: no such adapter file (export one with slmtune's runtime_adapters)")
     task = Task(**check_adapter(lora_base, adapter_file).task)
-    if task.kind != kind:
+    if kind is not None and task.kind != kind:
         raise ModelError(f"{adapter_file}: this adapter was fine-tuned for {task.kind}, not {kind}")
     return task
 

@@ -208,9 +208,9 @@ class OnnxGenaiClassifier:
         loaded: tuple | None = None,
     ):
         from slmtune.models import load_tokenizer
-        from slmtune.ortgenai import onnxruntime_genai, open_folder
+        from slmtune.ortgenai import open_folder
 
-        self.og, self.task, self.max_new_tokens, self.batch_size = onnxruntime_genai(), task, max_new_tokens, batch_size
+        self.task, self.max_new_tokens, self.batch_size = task, max_new_tokens, batch_size
         self.folder = folder
         self.model, self.tokenizer = loaded or open_folder(folder, threads)  # `loaded`: shared with others
         self.adapter = ActiveAdapter.load(self.model, adapter) if isinstance(adapter, Path) else adapter
@@ -232,12 +232,9 @@ class OnnxGenaiClassifier:
         return [render_prompt(self.hf_tokenizer, self.task.instruction, phrase) for phrase in phrases]
 
     def _generator(self, max_length: int, batch_size: int = 1):
-        params = self.og.GeneratorParams(self.model)
-        params.set_search_options(max_length=max_length, do_sample=False, batch_size=batch_size)
-        generator = self.og.Generator(self.model, params)
-        if self.adapter is not None:
-            self.adapter.apply(generator)
-        return generator
+        from slmtune.ortgenai import new_generator
+
+        return new_generator(self.model, self.adapter, max_length=max_length, do_sample=False, batch_size=batch_size)
 
     def label_scores(self, prompts: list[str]) -> np.ndarray:
         """Sum of log-probabilities of each label's completion tokens after each prompt."""

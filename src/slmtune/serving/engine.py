@@ -19,8 +19,6 @@ from pathlib import Path
 from slmtune.errors import ModelError
 from slmtune.prompts import Task
 
-ROLES = ("system", "user", "assistant")
-
 
 class RequestRejected(Exception):
     """A request the model cannot take (too long, wrong kind): the API answers it with `status`."""
@@ -222,7 +220,7 @@ def load_variants(folder: Path, name: str, batch_size: int, adapters: dict[str, 
     if not is_onnx_folder(folder):
         raise ModelError(f"--adapter needs a LoRA base (`slmtune lora-base`); {folder} is a PyTorch folder")
     from slmtune.ortgenai import open_folder
-    from slmtune.runtime_adapters import ActiveAdapter, AdapterCard, adapter_task, card_path
+    from slmtune.runtime_adapters import ActiveAdapter, adapter_task
 
     loaded = open_folder(folder)
     variants = {name: _variant(name, own, lambda kind: _onnx(folder, own, kind, batch_size, loaded, None))}
@@ -230,7 +228,7 @@ def load_variants(folder: Path, name: str, batch_size: int, adapters: dict[str, 
     for adapter_name, path in adapters.items():
         if adapter_name in variants:
             raise ModelError(f"--adapter {adapter_name}={path}: the name {adapter_name!r} is taken; name it otherwise")
-        task = adapter_task(folder, path, AdapterCard.load(card_path(path)).task.get("kind", "classification"))
+        task = adapter_task(folder, path)
         if first is None:
             active = first = ActiveAdapter.load(loaded[0], path, adapter_name)
         else:

@@ -106,6 +106,23 @@ def offline_speed(folder: Path, phrases: list[str]) -> dict[str, Any]:
     return {"phrases": len(phrases), "seconds": round(seconds, 3), "phrases_per_s": round(len(phrases) / seconds, 2)}
 
 
+def wait_healthy(url: str, process: subprocess.Popen, log: Path, timeout: float = READY_TIMEOUT_S) -> None:
+    """Return once the server at `url` answers /healthz; a SlmtuneError (with its log's end) if it exits or is late."""
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SlmtuneError(f"the server exited with {process.returncode}: {log.read_text()[-3000:]}")
+        try:
+            if httpx.get(url + "/healthz", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise SlmtuneError(f"the server did not answer /healthz within {timeout:g} s: {log.read_text()[-3000:]}")
+
+
 class Server:
     """`slmtune serve` in a child process on a free 127.0.0.1 port, its log in a file."""
 
@@ -117,19 +134,7 @@ class Server:
         self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=log.open("wb"))
 
     def wait_ready(self) -> None:
-        import httpx
-
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise SlmtuneError(f"the server exited with {self.process.returncode}: {self.log.read_text()[-800:]}")
-            try:
-                if httpx.get(self.url + "/healthz", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        raise SlmtuneError(f"the server did not answer /healthz within {READY_TIMEOUT_S} s")
+        wait_healthy(self.url, self.process, self.log)
 
     def stop(self) -> int:
         self.process.terminate()
