@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from helpers import FAKE_SECRETS, ROOT, copy_project, sh
+from background import RUNS, Runs
+from helpers import ROOT
 from slmtune.config import compose
 from slmtune.environment import pin_cpu_isa
 
@@ -20,26 +21,50 @@ def repo_root() -> Path:
     return ROOT
 
 
+def run_rank(item: pytest.Item) -> int:
+    """Where a test goes in the session: 0 reads no background run, else 1 + the last run it reads."""
+    return max((RUNS.index(name) + 1 for name in item.fixturenames if name in RUNS), default=0)
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    """After pytest-randomly's shuffle: the tests that read no background run first, then by the run they wait
+    for (background.RUNS). A module moves as a whole, so that its module fixtures are made once."""
+    yield
+    rank: dict[str, int] = {}
+    for item in items:
+        rank[item.module.__name__] = max(rank.get(item.module.__name__, 0), run_rank(item))
+    items.sort(key=lambda item: rank[item.module.__name__])
+
+
+@pytest.fixture(scope="session", autouse=True)
+def background_runs(request, tmp_path_factory):
+    """The pipeline runs this session's tests read, started at once in the background (background.py)."""
+    needed = {name for item in request.session.items for name in item.fixturenames if name in RUNS}
+    runs = Runs(tmp_path_factory.mktemp("background"), needed)
+    yield runs
+    runs.close()
+
+
 @pytest.fixture(scope="session")
-def pipeline_run(tmp_path_factory) -> Path:
+def pipeline_run(background_runs) -> Path:
     """The whole pipeline, `dvc repro`, on the tiny default in a temporary copy (committed afterwards).
 
     Shared by many tests and changed by none: a test that changes a run works on `copy_run(pipeline_run, ...)`.
     """
-    project = copy_project(tmp_path_factory.mktemp("run_a") / "project")
-    result = sh(["dvc", "repro"], project, extra_env=FAKE_SECRETS)
-    (project.parent / "repro.log").write_text(result.stdout + result.stderr)
-    sh(["git", "add", "-A"], project)
-    sh(["git", "commit", "-q", "-m", "reproduced"], project)
-    return project
+    return background_runs.result("pipeline_run")
 
 
 @pytest.fixture(scope="session")
-def generation_runs(tmp_path_factory) -> dict[str, Path]:
+def generation_runs(background_runs) -> dict[str, Path]:
     """The generative tasks through all five stages (generation_runs.py): four projects, read-only."""
-    from generation_runs import run_generation_tasks
+    return background_runs.result("generation_runs")
 
-    return run_generation_tasks(tmp_path_factory.mktemp("generation"))
+
+@pytest.fixture(scope="session")
+def experiments(background_runs) -> dict[str, Path]:
+    """QLoRA, DoRA and the polarity task as experiments on `pipeline_run` (experiments.py): read-only."""
+    return background_runs.result("experiments")
 
 
 @pytest.fixture

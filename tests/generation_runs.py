@@ -1,6 +1,6 @@
 """The generative tasks' pipeline runs that several test modules share (conftest's `generation_runs`).
 
-Four `dvc exp run`s at once (one thread each), each in a fresh copy of the project: the embedded
+Four `dvc exp run`s, started in the background (background.py), each in a fresh copy of the project: the embedded
 generative task (`data=home_commands`, its full training), and three small ones, one per other
 format: Olive's Q&A shape (`data=travel_qa`, Question / Best Answer), chats with two assistant
 turns (`format=messages`), and Olive's tone `text_template`.
@@ -9,12 +9,11 @@ turns (`format=messages`), and Olive's tone `text_template`.
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 
 import yaml
 
-from helpers import copy_project, sh, tool_env
+from helpers import sh
 
 # The three small runs test each format's plumbing, not quality: trained for 2 epochs, their int4 model may
 # trail merged by an answer or two of a few dozen, so their quantization gate is opened (the full
@@ -70,16 +69,10 @@ def set_up(project: Path, name: str) -> list[str]:
     return [f"data={name}", *SMALL]
 
 
-def run_generation_tasks(root: Path) -> dict[str, Path]:
-    """The four experiments, at once, each in its own copy of the project under `root`."""
-    names = ("home_commands", "travel_qa", "chats", "tone_template")
-    projects = {name: copy_project(root / name / "project") for name in names}
-    running = {}
-    for name, project in projects.items():
-        overrides = [*set_up(project, name), "hw.num_threads=1"]
-        log = (root / f"{name}.log").open("w")
-        command = ["dvc", "exp", "run", "--name", name, *[arg for o in overrides for arg in ("-S", o)]]
-        running[name] = subprocess.Popen(command, cwd=project, env=tool_env(), stdout=log, stderr=subprocess.STDOUT)
-    for name, process in running.items():
-        assert process.wait(timeout=1500) == 0, (root / f"{name}.log").read_text()[-4000:]
-    return projects
+TASKS = ("home_commands", "travel_qa", "chats", "tone_template")
+
+
+def experiment(project: Path, name: str) -> list[str]:
+    """The `dvc exp run` command of task `name` in `project`, on one thread (the runs share two cores)."""
+    overrides = [*set_up(project, name), "hw.num_threads=1"]
+    return ["dvc", "exp", "run", "--name", name, *[arg for o in overrides for arg in ("-S", o)]]

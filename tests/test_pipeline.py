@@ -5,15 +5,13 @@
 
 from __future__ import annotations
 
-import csv
 import json
-import subprocess
 from pathlib import Path
 
 import pytest
 import yaml
 
-from helpers import BIN, ROOT, copy_run, run_module, sh, tool_env
+from helpers import BIN, ROOT, copy_run, run_module, sh
 from slmtune.artifacts import ARTIFACT_NAMES
 
 pytestmark = pytest.mark.slow
@@ -303,69 +301,3 @@ def test_experiments_with_a_changed_param_show_up_in_exp_show(experiment_run):
     eval_json = data["metrics"]["metrics/eval.json"]["data"]
     assert eval_json["int4"]["accuracy"] >= 0.80
     assert "train_loss" in data["metrics"]["metrics/train.json"]["data"]
-
-
-POLARITY = {"sad": "negative", "fear": "negative", "joy": "positive", "surprise": "positive"}
-
-
-def polarity_overrides(project: Path, folder: Path) -> list[str]:
-    """Another task (polarity): its own CSV file, field names, labels and instruction, all set by overrides."""
-    rows = [json.loads(line) for line in (project / "data/raw/tone.jsonl").read_text().splitlines()]
-    source = folder / "polarity.csv"
-    with source.open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["text", "label"])
-        writer.writerows([row["phrase"], POLARITY[row["tone"]]] for row in rows)
-    overrides = [f"data.source={source}", "data.text_field=text", "data.label_field=label"]
-    return [*overrides, "data.labels=[negative,positive]", "data.instruction='Is this phrase positive or negative?'"]
-
-
-@pytest.fixture(scope="module")
-def experiments(pipeline_run, tmp_path_factory) -> dict[str, Path]:
-    """QLoRA, DoRA and another task, each a `dvc exp run` in a copy of the reproduced project.
-
-    The three run at once, one thread each (on two cores, together faster than one after another
-    on two threads each); the thread count changes only the rounding, not what is tested.
-    """
-    root = tmp_path_factory.mktemp("experiments")
-    projects = {name: copy_run(pipeline_run, root / name) for name in ("qlora", "dora", "polarity")}
-    overrides = {
-        "qlora": ["train=qlora"],
-        "dora": ["train=dora"],
-        "polarity": polarity_overrides(projects["polarity"], root),
-    }
-    running = {}
-    for name, project in projects.items():
-        settings = [arg for override in [*overrides[name], "hw.num_threads=1"] for arg in ("-S", override)]
-        log = (root / f"{name}.log").open("w")
-        running[name] = subprocess.Popen(
-            ["dvc", "exp", "run", "--name", name, *settings],
-            cwd=project,
-            env=tool_env(),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    for name, process in running.items():
-        assert process.wait(timeout=900) == 0, (root / f"{name}.log").read_text()[-4000:]
-    return projects
-
-
-@pytest.mark.parametrize("method", ["qlora", "dora"])
-def test_every_method_reaches_an_accurate_int4_model(experiments, method):
-    metrics = eval_metrics(experiments[method])
-    train = json.loads((experiments[method] / "metrics/train.json").read_text())
-    assert train["method"] == method
-    assert abs(metrics["int4"]["accuracy"] - metrics["merged"]["accuracy"]) <= 0.03
-    assert metrics["int4"]["accuracy"] >= 0.75
-
-
-def test_your_own_task_runs_end_to_end_from_a_csv(experiments):
-    """Another task (polarity), data file, field names, labels and instruction, all set by overrides."""
-    project = experiments["polarity"]
-    metrics = eval_metrics(project)
-    assert set(metrics["int4"]["f1"]) == {"negative", "positive"}
-    assert metrics["int4"]["accuracy"] >= 0.80
-    task = json.loads((project / "models/int4/slmtune_task.json").read_text())
-    assert task["instruction"] == "Is this phrase positive or negative?"
-    result = classify(project, "I love this so much!", "--model-path", "models/int4")
-    assert result.stdout.strip() in {"negative", "positive"}

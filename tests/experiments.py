@@ -1,0 +1,34 @@
+"""The experiments that test_experiments reads: QLoRA, DoRA and another task, each a `dvc exp run` in a
+copy of the reproduced tone project, started in the background (background.py).
+
+The three run at once, one thread each; the thread count changes only the rounding, not what is
+tested. Their latency figures are not read, so each measures latency on two phrases once.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+EXPERIMENTS = ("qlora", "dora", "polarity")
+POLARITY = {"sad": "negative", "fear": "negative", "joy": "positive", "surprise": "positive"}
+SHARED = ["hw.num_threads=1", "eval.latency_examples=2", "eval.latency_repetitions=1"]
+
+
+def polarity_overrides(project: Path, folder: Path) -> list[str]:
+    """Another task (polarity): its own CSV file, field names, labels and instruction, all set by overrides."""
+    rows = [json.loads(line) for line in (project / "data/raw/tone.jsonl").read_text().splitlines()]
+    source = folder / "polarity.csv"
+    with source.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["text", "label"])
+        writer.writerows([row["phrase"], POLARITY[row["tone"]]] for row in rows)
+    overrides = [f"data.source={source}", "data.text_field=text", "data.label_field=label"]
+    return [*overrides, "data.labels=[negative,positive]", "data.instruction='Is this phrase positive or negative?'"]
+
+
+def overrides(name: str, project: Path, folder: Path) -> list[str]:
+    """The `-S` overrides of experiment `name` (writing what it needs into `folder`)."""
+    own = polarity_overrides(project, folder) if name == "polarity" else [f"train={name}"]
+    return [*own, *SHARED]
