@@ -59,6 +59,25 @@ def test_every_section_holds_positive_figures_for_every_artifact(quick_bench):
 
 
 @pytest.mark.slow
+def test_runtime_adapters_are_measured_against_merged_int4_models(quick_bench):
+    """Decode and latency with an adapter active vs merged int4; base + N adapters vs N merged models."""
+    figures = json.loads((quick_bench / "results.json").read_text())["adapters"]
+    for key in ("decode_tokens_per_s", "batch1_ms_per_phrase"):
+        assert figures[key]["adapter"]["min"] > 0 and figures[key]["merged"]["min"] > 0, key
+    decode = figures["decode_tokens_per_s"]
+    assert figures["ratios"]["decode_adapter_over_merged"] == round(
+        decode["adapter"]["median"] / decode["merged"]["median"], 3
+    )
+    assert set(figures["footprint"]) == {"2", "8"}
+    for row in figures["footprint"].values():
+        assert 0 < row["adapters"]["disk_mb"] < row["merged"]["disk_mb"]  # one base, not N copies of it
+        assert row["adapters"]["resident_mb"] > 0 and row["merged"]["resident_mb"] > 0
+    assert figures["footprint"]["8"]["merged"]["disk_mb"] > 3 * figures["footprint"]["2"]["merged"]["disk_mb"]
+    assert figures["switch"]["set_active_ms"]["median"] > 0 and figures["switch"]["load_ms"]["median"] > 0
+    assert "| 8 | " in (quick_bench / "README.md").read_text()
+
+
+@pytest.mark.slow
 def test_each_target_is_reported_with_its_ratio_and_verdict(quick_bench):
     results = json.loads((quick_bench / "results.json").read_text())
     targets = {target["key"]: target for target in results["targets"]}

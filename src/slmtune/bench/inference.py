@@ -112,20 +112,23 @@ def torch_generation(folder: Path) -> Callable[[list[int], int], tuple[float, fl
     return run
 
 
-def genai_generation(folder: Path) -> Callable[[list[int], int], tuple[float, float]]:
-    """Greedy generation with ONNX Runtime GenAI; returns (prefill seconds, seconds for the tokens after the first)."""
+def genai_generation(
+    folder: Path, loaded: Any = None, adapter: Any = None
+) -> Callable[[list[int], int], tuple[float, float]]:
+    """Greedy generation with ONNX Runtime GenAI; returns (prefill seconds, seconds for the tokens after the first).
+
+    `loaded`: the folder's og.Model, already loaded; `adapter`: a runtime_adapters.ActiveAdapter made active.
+    """
     import numpy as np
 
-    from slmtune.ortgenai import load_model, onnxruntime_genai
+    from slmtune.ortgenai import load_model, new_generator
 
-    og = onnxruntime_genai()
-    model = load_model(folder)
+    model = loaded or load_model(folder)
 
     def run(prompt_ids: list[int], new_tokens: int) -> tuple[float, float]:
-        params = og.GeneratorParams(model)
         length = len(prompt_ids) + new_tokens
-        params.set_search_options(max_length=length, min_length=length, do_sample=False, batch_size=1)
-        generator = og.Generator(model, params)
+        options = {"max_length": length, "min_length": length, "do_sample": False, "batch_size": 1}
+        generator = new_generator(model, adapter, **options)
         start = time.perf_counter()
         generator.append_tokens(np.asarray(prompt_ids, dtype=np.int32))  # the prompt, in one pass
         generator.generate_next_token()  # picks the first token from the prompt's logits

@@ -143,6 +143,8 @@ def markdown(results: dict[str, Any]) -> str:
     lines += _training_table(results["training"], "the tone phrases", settings)
     if "training_generative" in results:
         lines += _training_table(results["training_generative"], "the generative task (home_commands)", settings)
+    if "adapters" in results:
+        lines += _adapters_table(results["adapters"], settings)
     lines += [
         "",
         "## Targets",
@@ -157,6 +159,44 @@ def markdown(results: dict[str, Any]) -> str:
         )
     lines += ["", f"![latency and size per artifact]({PLOT})", ""]
     return "\n".join(lines)
+
+
+def _adapters_table(figures: dict[str, Any], settings: dict[str, Any]) -> list[str]:
+    """Runtime adapters on the LoRA base vs merged int4 models (slmtune.bench.adapters)."""
+    ratios, switch, shape = figures["ratios"], figures["switch"], figures["adapter"]
+    lines = [
+        "",
+        f"## Runtime adapters (LoRA r={shape['rank']} on {', '.join(shape['target_modules'])})",
+        "",
+        "| | adapter active on the LoRA base | merged int4 | adapter / merged |",
+        "|---|---|---|---|",
+        f"| decode, batch 1 (tokens/s) | {_spread(figures['decode_tokens_per_s']['adapter'])} | "
+        f"{_spread(figures['decode_tokens_per_s']['merged'])} | {ratios['decode_adapter_over_merged']:.2f}x |",
+        f"| classify, batch 1 (ms/phrase) | {_spread(figures['batch1_ms_per_phrase']['adapter'])} | "
+        f"{_spread(figures['batch1_ms_per_phrase']['merged'])} | {ratios['latency_adapter_over_merged']:.2f}x |",
+        "",
+        "| N tasks | base + N adapters: disk (MB) | N merged int4: disk (MB) | ratio | base + N adapters: "
+        "resident (MB) | N merged int4: resident (MB) | ratio |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for count, row in figures["footprint"].items():
+        lines.append(
+            f"| {count} | {row['adapters']['disk_mb']:,.1f} | {row['merged']['disk_mb']:,.1f} | "
+            f"{row['disk_mb_adapters_over_merged']:.2f}x | {row['adapters']['resident_mb']:,.1f} | "
+            f"{row['merged']['resident_mb']:,.1f} | {row['resident_mb_adapters_over_merged']:.2f}x |"
+        )
+    return [
+        *lines,
+        "",
+        f"An adapter file is {next(iter(figures['footprint'].values()))['adapters']['adapter_file_mb']:.2f} MB. "
+        f"Loading one takes {_spread(switch['load_ms'], 2)} ms; making the other of two adapters active on a new "
+        f"generator takes {_spread(switch['set_active_ms'], 3)} ms (then the prompt and first token, "
+        f"{_spread(switch['prompt_and_first_token_ms'])} ms). Resident memory is what a fresh process holds once "
+        "it has loaded everything and generated 4 tokens with each model or adapter, over what it held before "
+        "(the runtime loaded); the merged models are separate folders, as separate tasks would be. Decode generates "
+        f"{settings['new_tokens']} tokens as above. The adapters are seeded random LoRA adapters of the training "
+        "settings' shape: what they cost depends on their shapes, not their values (`slmtune.bench.adapters`).",
+    ]
 
 
 def _training_table(training: dict[str, Any], data: str, settings: dict[str, Any]) -> list[str]:

@@ -12,12 +12,12 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
-from slmtune.bench import inference, report, training
+from slmtune.bench import adapters, inference, report, training
 from slmtune.bench.models import ARTIFACTS, Workspace, build, describe, merge, prepare_base, sizes
 from slmtune.bench.timing import Progress
 from slmtune.errors import ConfigError
 
-STEPS = 9  # progress lines
+STEPS = 10  # progress lines
 GENERATIVE_TASK = "home_commands"  # the data config whose varied lengths show what padding-free training gains
 
 
@@ -125,6 +125,8 @@ def run(settings: Settings, workdir: Path) -> dict[str, Any]:
         generated = inference.generation(runners, prompt_ids, settings.new_tokens, *reps)
         del runners
         gc.collect()
+    with progress.step(f"adapters: LoRA base + {max(adapters.COUNTS)} runtime adapters vs merged int4 models"):
+        runtime_adapters = adapters.measure(params, workspace, single, prompt_ids, settings)
 
     results: dict[str, Any] = {
         "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
@@ -148,6 +150,7 @@ def run(settings: Settings, workdir: Path) -> dict[str, Any]:
         "training": trained,
         "training_generative": generative,
         "eval_throughput": evaluated,
+        "adapters": runtime_adapters,
     }
     results["targets"] = report.targets(results)
     results["wall_time_s"] = round(time.perf_counter() - started, 1)
