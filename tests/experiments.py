@@ -1,7 +1,7 @@
-"""The experiments that test_experiments reads: QLoRA, DoRA and another task, each a `dvc exp run` in a
-copy of the reproduced tone project, started in the background (background.py).
+"""The experiments that test_experiments reads: QLoRA, DoRA, another task and the LoRA-only profile, each
+a `dvc exp run` in a copy of the reproduced tone project, started in the background (background.py).
 
-The three run at once, one thread each; the thread count changes only the rounding, not what is
+They run at once, one thread each; the thread count changes only the rounding, not what is
 tested. Their latency figures are not read, so each measures latency on two phrases once.
 """
 
@@ -11,7 +11,9 @@ import csv
 import json
 from pathlib import Path
 
-EXPERIMENTS = ("qlora", "dora", "polarity")
+EXPERIMENTS = ("qlora", "dora", "polarity", "lora_only")
+# The LoRA-only profile (docs/adapters.md): a pretrained tiny base, no modules_to_save, an exportable adapter.
+LORA_ONLY = ["model=tiny_phi3_lm", "train.r=64", "train.lora_alpha=64", "train.num_train_epochs=15"]
 POLARITY = {"sad": "negative", "fear": "negative", "joy": "positive", "surprise": "positive"}
 SHARED = ["hw.num_threads=1", "eval.latency_examples=2", "eval.latency_repetitions=1"]
 
@@ -30,5 +32,8 @@ def polarity_overrides(project: Path, folder: Path) -> list[str]:
 
 def overrides(name: str, project: Path, folder: Path) -> list[str]:
     """The `-S` overrides of experiment `name` (writing what it needs into `folder`)."""
-    own = polarity_overrides(project, folder) if name == "polarity" else [f"train={name}"]
+    if name == "polarity":
+        own = polarity_overrides(project, folder)
+    else:
+        own = LORA_ONLY if name == "lora_only" else [f"train={name}"]
     return [*own, *SHARED]

@@ -32,9 +32,12 @@ CHECKED_ELSEWHERE = {
     r"make lint": "test_style.test_ruff_finds_nothing",
     r"make bench BENCH_ARGS=--quick": "test_bench (python -m slmtune.bench --quick)",
     r"dvc exp run -S (train\.learning_rate=1\.0e-3|train\.r=8 -S build\.block_size=64|train=(qlora|dora))": (
-        "test_pipeline.test_every_method_reaches_an_accurate_int4_model and the experiment tests"
+        "test_experiments.test_every_method_reaches_an_accurate_int4_model and the experiment tests"
     ),
-    r"dvc exp run -n polarity .*": "test_pipeline.test_your_own_task_runs_end_to_end_from_a_csv",
+    r"dvc exp run -n polarity .*": "test_experiments.test_your_own_task_runs_end_to_end_from_a_csv",
+    r"dvc exp run -S model=tiny_phi3_lm .*": (
+        "test_experiments.test_the_lora_only_profile_learns_the_task_and_its_runtime_adapter_matches_merged_int4"
+    ),
     r"dvc exp run -S data=(home_commands|travel_qa)": "test_generation_pipeline (each format end to end)",
     r"(\.venv/bin/)?slmtune generate .*": "test_generation_pipeline (one prompt, a file, sampling)",
     r"(\.venv/bin/)?slmtune chat --model-path models/int4": "test_generation_pipeline.test_chat_keeps_the_conversation",

@@ -82,3 +82,65 @@ def write_tiny_base(model_cfg: ModelConfig, texts: Iterable[str], seed: int, out
     model = random_phi3(model_cfg.tiny, len(tokenizer), seed)
     model.save_pretrained(out_dir, safe_serialization=True)
     tokenizer.save_pretrained(out_dir)
+
+
+def pretrain_tiny_base(folder: Path, rows: list[dict], epochs: int, learning_rate: float, seed: int) -> float:
+    """Train the tiny base in `folder` as a causal language model on the training split's rows; its final loss.
+
+    Each prompt is followed by *another* row's completion (a seeded shuffle), so the base learns the
+    words, the chat format and the shape of an answer, not which answer goes with which prompt: its
+    own accuracy stays at chance, and LoRA alone can then learn the task, as on a real pretrained
+    model (the embedded default otherwise trains its embeddings and head, `model.modules_to_save`).
+    """
+    import random
+
+    import torch
+    from transformers import get_cosine_schedule_with_warmup
+
+    from slmtune.models import load_causal_lm, load_tokenizer
+
+    tokenizer = load_tokenizer(folder)
+    completions = [row["completion"] for row in rows]
+    random.Random(seed).shuffle(completions)
+    sequences = [
+        tokenizer(row["prompt"] + completion, add_special_tokens=False)["input_ids"]
+        for row, completion in zip(rows, completions, strict=True)
+    ]
+    torch.manual_seed(seed)
+    model = load_causal_lm(folder)
+    model.train()
+    batch_size = 32
+    steps_per_epoch = -(-len(sequences) // batch_size)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=0.0)
+    schedule = get_cosine_schedule_with_warmup(optimizer, steps_per_epoch // 2, steps_per_epoch * epochs)
+    order = torch.Generator().manual_seed(seed)
+    loss_sum = 0.0
+    for _ in range(epochs):
+        loss_sum = 0.0
+        shuffled = torch.randperm(len(sequences), generator=order).tolist()
+        for start in range(0, len(sequences), batch_size):
+            batch = [sequences[i] for i in shuffled[start : start + batch_size]]
+            loss = model(**_padded(batch, tokenizer.pad_token_id)).loss
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            schedule.step()
+            optimizer.zero_grad()
+            loss_sum += loss.item()
+    model.save_pretrained(folder, safe_serialization=True)
+    return loss_sum / steps_per_epoch
+
+
+def _padded(batch: list[list[int]], pad: int) -> dict:
+    """input_ids, attention_mask and labels (-100 on padding) of right-padded rows."""
+    import torch
+
+    width = max(map(len, batch))
+    ids = torch.full((len(batch), width), pad)
+    labels = torch.full((len(batch), width), -100)
+    mask = torch.zeros((len(batch), width), dtype=torch.long)
+    for row, tokens in enumerate(batch):
+        ids[row, : len(tokens)] = torch.tensor(tokens)
+        labels[row, : len(tokens)] = torch.tensor(tokens)
+        mask[row, : len(tokens)] = 1
+    return {"input_ids": ids, "attention_mask": mask, "labels": labels}

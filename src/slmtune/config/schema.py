@@ -82,7 +82,8 @@ class HwConfig:
 
 @dataclass
 class TinyArchitecture:
-    """Shape of a Phi-3 built from random weights by `prepare` (the tiny default, the bench model)."""
+    """Shape of a Phi-3 built from random weights by `prepare` (the tiny default, the bench model), and
+    how many epochs `prepare` then pretrains it as a language model."""
 
     vocab_size: int = setting("vocabulary size", check=lambda v: v >= 261, must_be=">= 261 (256 bytes, 5 specials)")
     hidden_size: int = setting("hidden size", **at_least(1))
@@ -91,6 +92,13 @@ class TinyArchitecture:
     num_attention_heads: int = setting("attention heads", **at_least(1))
     num_key_value_heads: int = setting("key/value heads", **at_least(1))
     max_position_embeddings: int = setting("context length", **at_least(8))
+    pretrain_epochs: int = setting(
+        "epochs `prepare` trains the base as a language model on the training split (0: random weights)",
+        **at_least(0),
+    )
+    pretrain_learning_rate: float = setting(
+        "that pretraining's learning rate", check=lambda v: v > 0, must_be="above 0"
+    )
 
 
 @dataclass

@@ -10,7 +10,7 @@ from slmtune.atomic import atomic_outputs, atomic_write_json
 from slmtune.config import Params
 from slmtune.data import SPLITS, Example, load_examples, random_split, stratified_split, write_jsonl
 from slmtune.environment import go_offline, quiet
-from slmtune.errors import DataError
+from slmtune.errors import ConfigError, DataError
 from slmtune.prompts import Task, build_task, user_message
 from slmtune.source_uris import source_kind
 from slmtune.sources import resolve_source
@@ -36,6 +36,11 @@ def prepare(params: Params, out_data: Path, out_model: Path, cache: Path = SOURC
         quiet()
     from slmtune.models import load_tokenizer, materialise_base
 
+    if params.model.source == "tiny" and params.model.tiny.pretrain_epochs and data.kind != "classification":
+        raise ConfigError(
+            f"model.tiny.pretrain_epochs={params.model.tiny.pretrain_epochs}: pretraining the tiny base covers "
+            f"classification tasks; set it to 0 for data={data.name} (a {data.kind} task)"
+        )
     source = resolve_source(data, cache)
     task = (
         ClassificationRows(params, source.file)
@@ -56,6 +61,14 @@ def prepare(params: Params, out_data: Path, out_model: Path, cache: Path = SOURC
         card = task.card(tokenizer)
         card.save(model_tmp)
         rows = {name: task.rows(name, tokenizer, card) for name in SPLITS}
+        tiny = params.model.tiny
+        if params.model.source == "tiny" and tiny.pretrain_epochs:
+            from slmtune.tiny_model import pretrain_tiny_base
+
+            loss = pretrain_tiny_base(
+                model_tmp, rows["train"], tiny.pretrain_epochs, tiny.pretrain_learning_rate, params.seed
+            )
+            print(f"[slmtune] pretrained the base {tiny.pretrain_epochs} epochs on the training split: loss {loss:.4f}")
         for name in SPLITS:
             write_jsonl(data_tmp / f"{name}.jsonl", rows[name])
 
