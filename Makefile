@@ -18,6 +18,7 @@ NODE_STAMP := node_modules/.installed
 CHROMIUM := /usr/bin/chromium
 PORT ?= 8000
 LOADTEST_ARGS ?=
+EXPS ?=
 # DVC's own process (Python processes of slmtune set theirs in src/slmtune/environment.py)
 export DVC_NO_ANALYTICS := 1
 export PATH := $(abspath $(BIN)):$(PATH)
@@ -68,6 +69,10 @@ serve: $(STAMP) ## serve the pipeline's int4 model: OpenAI-compatible API and a 
 loadtest: $(STAMP) ## the server under 1, 4 and 16 clients vs offline classify, on the bench model -> bench/serve.json (LOADTEST_ARGS=)
 	$(BIN)/python -m slmtune.serving.loadtest --bench-model --out bench $(LOADTEST_ARGS)
 
+adapters: $(STAMP) ## one int4 LoRA base + an ONNX Runtime adapter per experiment on this base (EXPS="a b") -> models/int4-lora-base, adapters/
+	$(BIN)/slmtune lora-base --base models/base --out models/int4-lora-base
+	$(BIN)/slmtune export-experiments $(EXPS) --out adapters
+
 bench: $(STAMP) ## time and size every artifact on a random ~200M Phi-3 into bench/ (5-6 min on 2 cores; BENCH_ARGS=--quick)
 	$(BIN)/python -m slmtune.bench --out bench $(BENCH_ARGS)
 
@@ -102,4 +107,4 @@ pull-model: $(STAMP) ## fetch just models/int4 of a git revision or experiment i
 clean: ## remove the virtual environment and caches (not DVC's cache)
 	rm -rf $(VENV) $(PEER_VENV) node_modules .pytest_cache .ruff_cache .slmtune-cache
 
-.PHONY: help setup setup-test pull-model params repro train exp plots serve loadtest bench bench-peer gpu-check test lint push pull clean
+.PHONY: help setup setup-test pull-model params repro train exp plots serve loadtest adapters bench bench-peer gpu-check test lint push pull clean

@@ -57,6 +57,10 @@ CHECKED_ELSEWHERE = {
     r"(\.venv/bin/)?slmtune (lora-base|export-adapter) .*|slmtune (classify|generate) .* --adapter .*": (
         "test_runtime_adapters (the same commands on the tiny base with two adapters)"
     ),
+    r"make adapters EXPS=.*|(\.venv/bin/)?slmtune export-experiments .*": (
+        "test_experiments.test_the_lora_only_profile_learns_the_task_and_its_runtime_adapter_matches_merged_int4 "
+        "(its commands, on the LoRA-only experiment)"
+    ),
     r"make bench": "test_bench (the same code, --quick)",
     r"make bench BENCH_ARGS=.*": "test_bench (overrides and options)",
     r"make bench-peer( PEER_ARGS=.*)?": (

@@ -53,9 +53,15 @@ def test_the_lora_only_profile_learns_the_task_and_its_runtime_adapter_matches_m
     metrics = eval_metrics(project)
     assert metrics["int4"]["accuracy"] >= 0.80 and metrics["base"]["accuracy"] <= 0.40
     assert not json.loads((project / "models/adapter/adapter_config.json").read_text()).get("modules_to_save")
-    lora_base, adapter = tmp_path / "lora_base", tmp_path / "tone.onnx_adapter"
+    # what `make adapters EXPS=lora_only` runs: the LoRA base, then the experiment's adapter from DVC's cache
+    lora_base, adapter = tmp_path / "lora_base", tmp_path / "adapters/lora_only.onnx_adapter"
     sh(["slmtune", "lora-base", "--base", "models/base", "--out", str(lora_base)], project)
-    sh(["slmtune", "export-adapter", "models/adapter", "--base", "models/base", "--out", str(adapter)], project)
+    sh(["slmtune", "export-experiments", "lora_only", "--out", str(adapter.parent)], project)
+    refused = sh(["slmtune", "export-experiments", "lora_only", "main", "--out", str(tmp_path / "no")], project, False)
+    assert refused.returncode == 1 and "experiment 'main' was trained on another base" in refused.stderr
+    assert not (tmp_path / "no").exists()  # every experiment is checked before any file is written
+    unknown = sh(["slmtune", "export-experiments", "no-such-run", "--out", str(tmp_path / "no")], project, False)
+    assert unknown.returncode == 1 and "experiment 'no-such-run': DVC cannot read it" in unknown.stderr
     found = {
         "merged": predictions(project, tmp_path / "merged.jsonl", "--model-path", "models/merged"),
         "int4": predictions(project, tmp_path / "int4.jsonl", "--model-path", "models/int4"),

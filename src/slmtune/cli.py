@@ -75,13 +75,19 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--base", type=Path, default=Path("models/base"), help="the base it was trained on")
     export.add_argument("--out", type=Path, required=True, help="the .onnx_adapter file to write (a .json card beside)")
 
+    experiments = commands.add_parser(
+        "export-experiments", help="an ONNX Runtime adapter file per experiment trained on this workspace's base"
+    )
+    experiments.add_argument("names", nargs="+", help="experiment names (or other revisions DVC knows)")
+    experiments.add_argument("--out", type=Path, default=Path("adapters"), help="where NAME.onnx_adapter go")
+
     params = commands.add_parser("params", help="compose conf/ into params.yaml (Hydra overrides allowed)")
     params.add_argument("overrides", nargs="*", help="e.g. hw=cuda train.learning_rate=1.0e-3")
     params.add_argument("--output", type=Path, default=Path("params.yaml"))
 
     check = commands.add_parser("check-hw", help="check that this machine can run a hardware profile")
     check.add_argument("overrides", nargs="*", help="e.g. hw=cuda")
-    for command in (classify, generate, chat, serve, lora_base, export, params, check):
+    for command in (classify, generate, chat, serve, lora_base, export, experiments, params, check):
         add_debug_flag(command)
     return parse
 
@@ -369,6 +375,13 @@ def export_runtime_adapter(args: argparse.Namespace) -> None:
     print(f"adapter r={card.rank} on {', '.join(card.target_modules)} -> {args.out}", file=sys.stderr)
 
 
+def export_experiment_adapters(args: argparse.Namespace) -> None:
+    from slmtune.experiment_adapters import export_experiments
+
+    for path in export_experiments(args.names, args.out):
+        print(f"adapter -> {path}", file=sys.stderr)
+
+
 def compose_params(args: argparse.Namespace) -> None:
     from slmtune.config import write_params
 
@@ -392,6 +405,7 @@ COMMANDS = {
     "serve": serve_model,
     "lora-base": build_lora_base,
     "export-adapter": export_runtime_adapter,
+    "export-experiments": export_experiment_adapters,
     "params": compose_params,
     "check-hw": check_hw,
 }
