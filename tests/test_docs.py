@@ -76,6 +76,9 @@ NOT_HERE = {
     r"dvc get https://github\.com/.*": "the network",
     r"\.venv/bin/pip install -e '\.\[azureml\]'": "an optional extra (PyPI)",
     r"dvc exp run -S 'data\.source=azureml://.*'": "an Azure ML workspace",
+    r"dvc exp run -S model=phi3_mini_4k -S model\.source=azureml .*": (
+        "an Azure ML registry (test_registry_models runs prepare on such an artifact, the download aside)"
+    ),
     r"dvc exp run -S data\.source=owner/name .*": "the network (a hub data set)",
     r"make train HW=cuda(_multi)?|dvc exp run -S hw=cuda": "a GPU (test_hardware checks the refusal here)",
     r"docker (build|run) .*": "a Docker daemon (this machine has the client only)",

@@ -9,6 +9,7 @@ is refused with a ModelError naming the folder or file and saying what to do.
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import shutil
 import warnings
@@ -58,6 +59,8 @@ def materialise_base(model_cfg: ModelConfig, texts: Iterable[str], seed: int, ou
         write_tiny_base(model_cfg, texts, seed, out_dir)
     elif model_cfg.source == "hub":
         _download_from_hub(model_cfg, out_dir)
+    elif model_cfg.source == "azureml":
+        _download_from_registry(model_cfg, out_dir)
     else:
         _copy_local(Path(str(model_cfg.local_path)), out_dir)
     if model_cfg.chat_template and model_cfg.source != "tiny":
@@ -93,6 +96,27 @@ def _download_from_hub(model_cfg: ModelConfig, out_dir: Path) -> None:
             "Check the network and HF_TOKEN, or point model.source=local at a downloaded folder."
         ) from None
     shutil.rmtree(out_dir / ".cache", ignore_errors=True)
+
+
+def _download_from_registry(model_cfg: ModelConfig, out_dir: Path) -> None:
+    """A pinned version of an Azure ML registry model, from its MLflow layout, checked as a local folder is."""
+    import tempfile
+
+    from slmtune.registry_models import download, record_source
+    from slmtune.source_uris import parse_registry_model
+
+    model = parse_registry_model(str(model_cfg.uri), model_cfg.allow_floating_revision)
+    if model_cfg.trust_remote_code:
+        warn_remote_code(model.uri)
+    patterns = [*HUB_PATTERNS, "*.py"] if model_cfg.trust_remote_code else HUB_PATTERNS
+    with tempfile.TemporaryDirectory(prefix="slmtune-registry-") as tmp:
+        folder = download(model, Path(tmp))
+        check_model_folder(folder)
+        check_tokenizer_folder(folder)
+        for item in folder.iterdir():  # what a hub download takes: no pickles, no code unless allowed
+            if item.is_file() and any(fnmatch.fnmatch(item.name, pattern) for pattern in patterns):
+                shutil.copy2(item, out_dir / item.name)
+    record_source(model, out_dir)
 
 
 def _copy_local(source: Path, out_dir: Path) -> None:

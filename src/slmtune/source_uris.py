@@ -1,4 +1,4 @@
-"""What kind of data source a `data.source` string names, and the parts of an Azure ML URI.
+"""What kind of data source a `data.source` string names, the parts of an Azure ML URI, and a registry model's.
 
 Pure string checks, no fetching (that is `slmtune.sources`), so configuration validation can
 use them without importing the fetchers.
@@ -10,7 +10,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from slmtune.errors import DataError
+from slmtune.errors import DataError, ModelError
 
 DATA_SUFFIXES = (".jsonl", ".json", ".csv")
 HUB_NAME = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?")
@@ -74,3 +74,43 @@ def source_kind(source: str) -> str:
         f"data.source {source!r} is neither a local .jsonl/.json/.csv file, a hub data set name (owner/name) "
         "nor an azureml:// URI"
     )
+
+
+SCHEME = "azureml://registries/<registry>/models/<name>/versions/<version>"
+REGISTRY_URI = re.compile(
+    r"azureml://registries/(?P<registry>[\w.-]+)/models/(?P<name>[\w.-]+)/versions/(?P<version>[\w.-]+)/?",
+    re.IGNORECASE,
+)
+LABEL_URI = re.compile(r"azureml://registries/[\w.-]+/models/[\w.-]+/labels/(?P<label>[\w.-]+)/?", re.IGNORECASE)
+FLOATING = {"latest", "default"}
+
+
+@dataclass(frozen=True)
+class RegistryModel:
+    """One version of a model in an Azure ML registry."""
+
+    registry: str
+    name: str
+    version: str
+
+    @property
+    def uri(self) -> str:
+        return f"azureml://registries/{self.registry}/models/{self.name}/versions/{self.version}"
+
+
+def parse_registry_model(uri: str, allow_floating: bool = False) -> RegistryModel:
+    """The registry, name and version of `uri`; a malformed URI or an unpinned version is refused."""
+    text = uri.strip()
+    label = LABEL_URI.fullmatch(text)
+    match = REGISTRY_URI.fullmatch(text)
+    if label is None and match is None:
+        raise ModelError(f"model.uri {uri!r} is not an Azure ML registry model; use {SCHEME}")
+    version = label.group("label") if label else match.group("version")
+    if (label or version.lower() in FLOATING) and not allow_floating:
+        raise ModelError(
+            f"model.uri {uri!r} names {version!r}, which moves when a new version is registered; pin a version "
+            "number (…/versions/<N>), or set model.allow_floating_revision=true"
+        )
+    if label:
+        raise ModelError(f"model.uri {uri!r}: labels are not read here; name the version ({SCHEME})")
+    return RegistryModel(match.group("registry"), match.group("name"), version)

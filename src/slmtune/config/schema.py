@@ -106,12 +106,15 @@ class ModelConfig:
     """Where the base model comes from, how prompts look, and what LoRA adapts."""
 
     name: str = setting("profile name")
-    source: str = setting("where the weights come from", choices=("tiny", "hub", "local"))
+    source: str = setting("where the weights come from", choices=("tiny", "hub", "local", "azureml"))
     hub_id: str | None = setting("hub model id (source=hub)")
     revision: str | None = setting("hub commit (40 hex digits) to download (source=hub)")
     local_path: str | None = setting("model folder to copy (source=local)")
+    uri: str | None = setting(
+        "Azure ML registry model (source=azureml): azureml://registries/<registry>/models/<name>/versions/<version>"
+    )
     trust_remote_code: bool = setting("true runs Python code from the model folder (warned about)")
-    allow_floating_revision: bool = setting("true accepts a branch or tag as model.revision")
+    allow_floating_revision: bool = setting("true accepts a branch or tag as model.revision (a registry's latest)")
     chat_template: str | None = setting("Jinja chat template; null keeps the tokenizer's own")
     max_length: int = setting("tokens per prompt and answer", **at_least(8))
     lora_target_modules: list[str] = setting("module names LoRA adapts")

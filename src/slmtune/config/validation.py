@@ -213,6 +213,18 @@ def _check_model(params: Params) -> str | None:
                 "(40 hex digits, from the model's commit history on the hub), or set "
                 "model.allow_floating_revision=true to accept whatever it points at when `prepare` runs"
             )
+    if model.source == "azureml":
+        if not model.uri:
+            return (
+                "'model.uri' is required when model.source=azureml (azureml://registries/<r>/models/<n>/versions/<v>)"
+            )
+        from slmtune.errors import ModelError
+        from slmtune.source_uris import parse_registry_model
+
+        try:
+            parse_registry_model(model.uri, model.allow_floating_revision)
+        except ModelError as err:
+            return str(err)
     if model.source == "local" and not model.local_path:
         return "'model.local_path' is required when model.source=local"
     if model.source == "tiny":

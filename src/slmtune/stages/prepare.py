@@ -30,8 +30,8 @@ def main(argv: list[str] | None = None) -> None:
 def prepare(params: Params, out_data: Path, out_model: Path, cache: Path = SOURCE_CACHE) -> None:
     """Validate and split the data, render prompts, and materialise the base model and its task card."""
     data = params.data
-    if params.model.source != "hub" and source_kind(data.source) != "hub":
-        go_offline()  # only a hub model or data set is downloaded
+    if params.model.source not in ("hub", "azureml") and source_kind(data.source) != "hub":
+        go_offline()  # only a hub or registry model, or a hub data set, is downloaded
     else:
         quiet()
     from slmtune.models import load_tokenizer, materialise_base

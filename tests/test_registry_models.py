@@ -1,0 +1,129 @@
+"""Base models from an Azure ML registry: the URI and its pin, the MLflow layout, and what `prepare` keeps.
+
+Azure is out of reach here: the download itself is the SDK's (`MLClient.models.download`). Everything
+on our side of it runs for real: MLflow artifacts in both layouts are written as MLflow documents
+them (an `MLmodel` file, the Hugging Face folder under `data/model` or `model`), and `prepare` runs
+on such an artifact handed over where the SDK would have put it.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from slmtune.config import compose
+from slmtune.errors import ConfigError, ModelError
+from slmtune.registry_models import SOURCE_RECORD, huggingface_folder
+from slmtune.source_uris import parse_registry_model
+
+PHI3 = "azureml://registries/azureml/models/Phi-3-mini-4k-instruct/versions/7"
+MLMODEL = "flavors:\n  transformers:\n    transformers_version: 4.41.2\n    task: text-generation\n"
+
+
+def test_a_registry_uri_gives_its_registry_name_and_pinned_version():
+    model = parse_registry_model(PHI3)
+    assert (model.registry, model.name, model.version) == ("azureml", "Phi-3-mini-4k-instruct", "7")
+    assert model.uri == PHI3
+    assert parse_registry_model(PHI3 + "/").uri == PHI3
+
+
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "azureml://registries/azureml/models/Phi-3-mini-4k-instruct",
+        "azureml://registries/azureml/models/Phi-3-mini-4k-instruct/versions/",
+        "https://ml.azure.com/registries/azureml/models/Phi-3-mini-4k-instruct/version/7",
+        "azureml://subscriptions/s/resourcegroups/g/workspaces/w/models/phi/versions/1",
+        "microsoft/Phi-3-mini-4k-instruct",
+    ],
+)
+def test_a_malformed_registry_uri_is_refused_with_the_form_to_use(uri):
+    with pytest.raises(ModelError, match=r"azureml://registries/<registry>/models/<name>/versions/<version>"):
+        parse_registry_model(uri)
+
+
+@pytest.mark.parametrize("tail", ["versions/latest", "labels/latest"])
+def test_a_floating_version_is_refused_unless_allowed(tail):
+    uri = f"azureml://registries/azureml/models/Phi-3-mini-4k-instruct/{tail}"
+    with pytest.raises(ModelError, match=r"pin a version number.*model\.allow_floating_revision=true"):
+        parse_registry_model(uri)
+    if tail.startswith("versions"):
+        assert parse_registry_model(uri, allow_floating=True).version == "latest"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ([], r"'model\.uri' is required when model\.source=azureml"),
+        (["model.uri=azureml://registries/azureml/models/phi"], r"not an Azure ML registry model"),
+        ([f"model.uri={PHI3.replace('/7', '/latest')}"], r"allow_floating_revision"),
+    ],
+)
+def test_the_configuration_refuses_a_missing_malformed_or_floating_uri(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        compose(["model=phi3_mini_4k", "model.source=azureml", *overrides])
+
+
+def test_a_pinned_registry_model_composes():
+    params = compose(["model=phi3_mini_4k", "model.source=azureml", f"model.uri={PHI3}"])
+    assert params.model.source == "azureml" and params.model.uri == PHI3
+
+
+def mlflow_artifact(root: Path, base: Path, inside: str) -> Path:
+    """An MLflow model artifact holding the Hugging Face folder `base` at `inside`, plus what else MLflow writes."""
+    shutil.copytree(base, root / inside)
+    (root / "MLmodel").write_text(MLMODEL)
+    (root / "requirements.txt").write_text("transformers\n")
+    return root
+
+
+@pytest.fixture(scope="module")
+def hf_base(tmp_path_factory, tiny_tokenizer) -> Path:
+    """A tiny Phi-3 Hugging Face folder, with the extras a registry artifact may carry (code, a pickle)."""
+    from slmtune.config import compose as compose_params
+    from slmtune.tiny_model import random_phi3
+
+    folder = tmp_path_factory.mktemp("hf") / "model"
+    random_phi3(compose_params().model.tiny, len(tiny_tokenizer), seed=1).save_pretrained(folder)
+    tiny_tokenizer.save_pretrained(folder)
+    (folder / "modeling_custom.py").write_text("raise SystemExit('remote code ran')\n")
+    (folder / "training_args.bin").write_bytes(b"\x80\x04pickle")
+    return folder
+
+
+@pytest.mark.parametrize("inside", ["data/model", "model"])
+def test_the_huggingface_folder_is_found_in_either_mlflow_layout(hf_base, tmp_path, inside):
+    artifact = mlflow_artifact(tmp_path / "artifact", hf_base, inside)
+    assert huggingface_folder(artifact) == artifact / inside
+
+
+def test_an_artifact_without_a_model_folder_is_refused_naming_what_it_holds(hf_base, tmp_path):
+    artifact = mlflow_artifact(tmp_path / "artifact", hf_base, "data/weights")
+    with pytest.raises(ModelError, match=r"no Hugging Face model folder.*data/model/config\.json.*data/weights"):
+        huggingface_folder(artifact)
+
+
+def test_prepare_keeps_the_checked_files_and_records_the_version_and_hashes(hf_base, tmp_path, monkeypatch):
+    """`prepare` with model.source=azureml on an artifact where the SDK's download would have put it."""
+    import slmtune.registry_models as registry
+    from slmtune.stages.prepare import prepare
+
+    def sdk_download(model, dest: Path) -> Path:  # MLClient.models.download's place, out of reach here
+        assert model.uri == PHI3
+        return registry.huggingface_folder(mlflow_artifact(dest / model.name, hf_base, "data/model"))
+
+    monkeypatch.setattr(registry, "download", sdk_download)
+    overrides = ["model=phi3_mini_4k", "model.source=azureml", f"model.uri={PHI3}", "model.max_length=128"]
+    prepare(compose(overrides), tmp_path / "data", tmp_path / "base")
+    kept = sorted(p.name for p in (tmp_path / "base").iterdir())
+    assert "model.safetensors" in kept and "config.json" in kept and "tokenizer.json" in kept
+    assert "modeling_custom.py" not in kept and "training_args.bin" not in kept  # no code, no pickles
+    record = json.loads((tmp_path / "base" / SOURCE_RECORD).read_text())
+    assert record["uri"] == PHI3 and record["version"] == "7"
+    import hashlib
+
+    weights = (tmp_path / "base/model.safetensors").read_bytes()
+    assert record["sha256"]["model.safetensors"] == hashlib.sha256(weights).hexdigest()
