@@ -282,3 +282,24 @@ def test_an_output_without_an_adapter_is_refused(tmp_path):
     downloaded = downloaded_outputs(tmp_path / "download", adapter=False)
     with pytest.raises(ModelError, match=r"adapter_config\.json"):
         azureml.install_outputs(downloaded, tmp_path, tmp_path)
+
+
+def test_azureml_spec_prints_the_job_in_the_sdks_schema_and_no_secret(project, tmp_path, monkeypatch, capsys):
+    """`slmtune azureml-spec`: the job `make train HW=azureml` would submit, printed, with fake secrets set."""
+    require_sdk()
+    from azure.ai.ml import load_job
+
+    from slmtune.cli import main
+
+    secrets = {"HF_TOKEN": "hf_fakesecret0123456789", "AZURE_CLIENT_SECRET": "client-fakesecret0123456789"}
+    for name, value in {**FAKE_ENV, **secrets}.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.chdir(ROOT)
+    main(["azureml-spec", "--data", str(project["data"]), "--base", str(project["base"])])
+    spec = capsys.readouterr().out
+    assert not [name for name, value in secrets.items() if value in spec]
+    (tmp_path / "job.yaml").write_text(spec)
+    loaded = load_job(tmp_path / "job.yaml")
+    assert loaded.compute == FAKE["compute"]
+    assert set(loaded.inputs) == {"data", "base"} and set(loaded.outputs) == {"adapter", "metrics", "live"}
+    assert "slmtune.stages.train_lora" in loaded.command

@@ -48,6 +48,9 @@ CHECKED_ELSEWHERE = {
     r"make pull-model REV=my-exp REMOTE=azure": "test_remote.test_dvc_get_fetches_just_the_int4_model_of_a_revision",
     r"dvc remote modify --local azure account_name <account>": "test_remote (the remote's settings)",
     r"make train HW=azureml": "test_azureml (the job, built and validated offline)",
+    r"(\.venv/bin/)?slmtune azureml-spec .*": (
+        "test_azureml.test_azureml_spec_prints_the_job_in_the_sdks_schema_and_no_secret"
+    ),
     r"make serve|(\.venv/bin/)?slmtune serve .*": "test_serve, test_serve_hostile, test_serve_page (real servers)",
     r"curl -sN? http://127\.0\.0\.1:8000/.*": "test_serve (the same requests, with httpx and the openai client)",
     r"make loadtest( LOADTEST_ARGS=.*)?": (

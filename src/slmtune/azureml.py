@@ -377,6 +377,46 @@ def wait_for(ml_client: MLClient, submitted: Job, settings: Settings) -> None:
         raise HardwareError(f"Azure ML job {name} ended {status}; see {submitted.studio_url}")
 
 
+@contextlib.contextmanager
+def staged_job(
+    params: Params,
+    params_path: Path,
+    data: str | Path,
+    base: str | Path,
+    root: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Iterator[tuple[Settings, Command]]:
+    """The settings and the train_lora job, its code snapshot staged in a temporary folder while in use."""
+    settings = check_ready(params.hw, environ)
+    root = (root or Path.cwd()).resolve()
+    with tempfile.TemporaryDirectory(prefix="slmtune-azureml-") as tmp:
+        code = stage_code(root, Path(params_path), Path(tmp) / "code", params.hw)
+        yield settings, build_job(params, settings, code=code, data=data, base=base, lock=root / "requirements.lock")
+
+
+def job_spec(
+    params: Params,
+    params_path: Path,
+    data: str | Path = Path("data/prepared"),
+    base: str | Path = Path("models/base"),
+    root: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> str:
+    """The YAML of the job `submit` would send (the SDK's own job schema), without sending it.
+
+    Its `code` is the project folder, of which submission uploads a snapshot (TOP_LEVEL_IGNORES left
+    out, params.yaml rewritten by `remote_params`).
+    """
+    import io
+
+    root = (root or Path.cwd()).resolve()
+    with staged_job(params, params_path, data, base, root, environ) as (_, job):
+        stream = io.StringIO()
+        job._to_job().dump(stream)
+        staged = str(job.code)
+    return stream.getvalue().replace(staged, str(root))
+
+
 def submit(
     params: Params,
     *,
@@ -391,11 +431,7 @@ def submit(
     environ: Mapping[str, str] | None = None,
 ) -> str:
     """Run train_lora on Azure ML and bring its outputs back to `out`, `metrics` and `live`; return the job name."""
-    settings = check_ready(params.hw, environ)
-    root = (root or Path.cwd()).resolve()
-    with tempfile.TemporaryDirectory(prefix="slmtune-azureml-") as tmp:
-        code = stage_code(root, Path(params_path), Path(tmp) / "code", params.hw)
-        job = build_job(params, settings, code=code, data=data, base=base, lock=root / "requirements.lock")
+    with staged_job(params, params_path, data, base, root, environ) as (settings, job):
         print(
             f"[slmtune] submitting train_lora to Azure ML workspace '{settings.workspace}', "
             f"compute '{settings.compute}', experiment '{settings.experiment_name}'",

@@ -81,13 +81,20 @@ def build_parser() -> argparse.ArgumentParser:
     experiments.add_argument("names", nargs="+", help="experiment names (or other revisions DVC knows)")
     experiments.add_argument("--out", type=Path, default=Path("adapters"), help="where NAME.onnx_adapter go")
 
+    spec = commands.add_parser(
+        "azureml-spec", help="print the Azure ML job that hw=azureml would submit for train_lora, without submitting"
+    )
+    spec.add_argument("overrides", nargs="*", help="hw.azureml.* and other settings (hw=azureml is implied)")
+    spec.add_argument("--data", default="data/prepared", help="the prepared data: a local folder or an azureml:// URI")
+    spec.add_argument("--base", default="models/base", help="the base model: a local folder or an azureml:// URI")
+
     params = commands.add_parser("params", help="compose conf/ into params.yaml (Hydra overrides allowed)")
     params.add_argument("overrides", nargs="*", help="e.g. hw=cuda train.learning_rate=1.0e-3")
     params.add_argument("--output", type=Path, default=Path("params.yaml"))
 
     check = commands.add_parser("check-hw", help="check that this machine can run a hardware profile")
     check.add_argument("overrides", nargs="*", help="e.g. hw=cuda")
-    for command in (classify, generate, chat, serve, lora_base, export, experiments, params, check):
+    for command in (classify, generate, chat, serve, lora_base, export, experiments, spec, params, check):
         add_debug_flag(command)
     return parse
 
@@ -382,6 +389,18 @@ def export_experiment_adapters(args: argparse.Namespace) -> None:
         print(f"adapter -> {path}", file=sys.stderr)
 
 
+def print_azureml_spec(args: argparse.Namespace) -> None:
+    import tempfile
+
+    from slmtune.azureml import job_spec
+    from slmtune.config import write_params
+
+    with tempfile.TemporaryDirectory(prefix="slmtune-spec-") as tmp:
+        params_path = Path(tmp) / "params.yaml"
+        params = write_params(params_path, ["hw=azureml", *args.overrides])
+        print(job_spec(params, params_path, args.data, args.base), end="")
+
+
 def compose_params(args: argparse.Namespace) -> None:
     from slmtune.config import write_params
 
@@ -406,6 +425,7 @@ COMMANDS = {
     "lora-base": build_lora_base,
     "export-adapter": export_runtime_adapter,
     "export-experiments": export_experiment_adapters,
+    "azureml-spec": print_azureml_spec,
     "params": compose_params,
     "check-hw": check_hw,
 }
