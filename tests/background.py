@@ -82,25 +82,25 @@ class Runs:
         from generation_runs import TASKS, experiment
 
         root = self.root / "generation"
-        started = {}
-        for name in TASKS:
-            project = copy_project(root / name / "project")
-            started[name] = project, self.start(experiment(project, name), project, root / f"{name}.log")
-        for name, (_, process) in started.items():
-            self.finish(process, root / f"{name}.log", f"the {name} experiment")
-        return {name: project for name, (project, _) in started.items()}
+        projects = {name: copy_project(root / name / "project") for name in TASKS}
+        return self._run_each(root, {name: experiment(project, name) for name, project in projects.items()}, projects)
 
     def _experiments(self) -> dict[str, Path]:
         from experiments import EXPERIMENTS, overrides
 
         tone = self.futures["pipeline_run"].result(timeout=TIMEOUT_S)
         root = self.root / "experiments"
-        started = {}
-        for name in EXPERIMENTS:
-            project = copy_run(tone, root / name)
+        projects = {name: copy_run(tone, root / name) for name in EXPERIMENTS}
+        commands = {}
+        for name, project in projects.items():
             settings = [arg for override in overrides(name, project, root) for arg in ("-S", override)]
-            command = ["dvc", "exp", "run", "--name", name, *settings]
-            started[name] = project, self.start(command, project, root / f"{name}.log")
-        for name, (_, process) in started.items():
-            self.finish(process, root / f"{name}.log", f"the {name} experiment")
-        return {name: project for name, (project, _) in started.items()}
+            commands[name] = ["dvc", "exp", "run", "--name", name, *settings]
+        return self._run_each(root, commands, projects)
+
+    def _run_each(self, root: Path, commands: dict[str, list[str]], projects: dict[str, Path]) -> dict[str, Path]:
+        """Each experiment's command in its project at once, logged to root/NAME.log; the projects once all succeed."""
+        logs = {name: root / f"{name}.log" for name in commands}
+        started = {name: self.start(command, projects[name], logs[name]) for name, command in commands.items()}
+        for name, process in started.items():
+            self.finish(process, logs[name], f"the {name} experiment")
+        return projects

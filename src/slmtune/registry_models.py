@@ -11,7 +11,6 @@ SHA-256 beside the weights.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
@@ -38,14 +37,9 @@ def huggingface_folder(artifact: Path) -> Path:
 
 def file_hashes(folder: Path) -> dict[str, str]:
     """SHA-256 of every file in `folder` (top level), by name."""
-    hashes = {}
-    for path in sorted(p for p in folder.iterdir() if p.is_file()):
-        digest = hashlib.sha256()
-        with path.open("rb") as stream:
-            for block in iter(lambda: stream.read(1 << 20), b""):
-                digest.update(block)
-        hashes[path.name] = digest.hexdigest()
-    return hashes
+    from slmtune.sources import sha256
+
+    return {path.name: sha256(path) for path in sorted(p for p in folder.iterdir() if p.is_file())}
 
 
 def record_source(model: RegistryModel, out_dir: Path) -> None:
