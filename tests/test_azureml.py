@@ -43,7 +43,11 @@ def no_network(monkeypatch):
 
 @pytest.fixture(scope="module")
 def azureml_raw() -> dict:
-    return compose_raw(["hw=azureml"])[0]
+    """hw=azureml on a model that is not downloaded (tiny): one command job with uploaded inputs.
+
+    A hub or registry model makes a prepare -> train_lora pipeline instead (test_azureml_pipeline.py).
+    """
+    return compose_raw(["hw=azureml", "model=tiny_phi3"])[0]
 
 
 @pytest.fixture
@@ -85,10 +89,12 @@ def job(params, project):
     )
 
 
-def test_profile_composes_inherits_cuda_and_holds_no_ids(params):
+def test_profile_composes_inherits_cuda_and_holds_no_ids():
+    params = compose(["hw=azureml"])
     hw = params.hw
     assert (hw.name, hw.launcher, hw.device, hw.dtype) == ("azureml", "azureml", "cuda", "bfloat16")
     assert params.model.name == "phi3_mini_4k"
+    assert hw.azureml.hf_token_secret is None  # no token is sent unless a secret is named
     assert hw.azureml.experiment_name == "slmtune"
     assert hw.azureml.instance_count == 1
     assert all(getattr(hw.azureml, key) is None for key in FAKE)
@@ -122,12 +128,10 @@ def test_a_missing_setting_names_the_key_and_how_to_set_it(params, key):
     assert message.count("hw.azureml.") == 2  # only the missing key
 
 
-def test_more_than_one_node_is_refused(azureml_raw):
-    params = validate(
-        {**azureml_raw, "hw": {**azureml_raw["hw"], "azureml": {**azureml_raw["hw"]["azureml"], "instance_count": 2}}}
-    )
-    with pytest.raises(ConfigError, match=r"hw\.azureml\.instance_count"):
-        azureml.resolve_settings(params.hw.azureml, FAKE_ENV)
+@pytest.mark.parametrize("key", ["instance_count", "process_count_per_instance"])
+def test_zero_nodes_or_processes_are_refused_naming_the_key(key):
+    with pytest.raises(ConfigError, match=rf"hw\.azureml\.{key}.*>= 1"):
+        compose(["hw=azureml", f"hw.azureml.{key}=0"])
 
 
 def test_submit_stops_before_azure_when_settings_are_missing(params, project):
@@ -197,10 +201,12 @@ def test_the_job_is_complete(job, project):
     assert job.experiment_name == "slmtune"
     assert job.environment_variables["HF_HUB_OFFLINE"] == "1"
     assert job.environment_variables["DVC_NO_ANALYTICS"] == "1"
+    assert job.distribution is None  # one process: nothing to distribute
     command = job.command
-    assert command.startswith("python -m pip install")
-    assert "--no-deps" in command and "-e ." in command
+    assert command.startswith(azureml.RUN_FROM_CODE)  # no install: the processes of a node may start together
     assert "python -m slmtune.stages.train_lora --params params.yaml" in command
+    assert "--checkpoint-root ${{outputs.checkpoints}}" in command
+    assert 'if [ "${RANK:-0}" = 0 ]; then cp' in command  # only the main process copies the outputs
     assert "--data ${{inputs.data}} --base ${{inputs.base}}" in command
     for name in ("adapter", "metrics", "live"):
         assert f"${{{{outputs.{name}}}}}" in command
@@ -208,9 +214,10 @@ def test_the_job_is_complete(job, project):
         "data": ("uri_folder", str(project["data"])),
         "base": ("uri_folder", str(project["base"])),
     }
-    assert {name: put.type for name, put in job.outputs.items()} == dict.fromkeys(
-        ("adapter", "metrics", "live"), "uri_folder"
-    )
+    assert {name: (put.type, put.mode) for name, put in job.outputs.items()} == {
+        **dict.fromkeys(("adapter", "metrics", "live"), ("uri_folder", "upload")),
+        "checkpoints": ("uri_folder", "rw_mount"),  # written during training, there again when the job restarts
+    }
 
 
 def test_the_sdk_validates_the_job_offline_as_create_or_update_would(job):
@@ -237,7 +244,7 @@ def test_the_job_round_trips_through_the_sdk_yaml_schema(job, tmp_path):
     assert loaded.environment.image == job.environment.image
     assert loaded.environment.conda_file == job.environment.conda_file
     assert loaded.environment_variables == job.environment_variables
-    assert set(loaded.outputs) == {"adapter", "metrics", "live"}
+    assert set(loaded.outputs) == {"adapter", "metrics", "live", "checkpoints"}
     assert set(loaded.inputs) == {"data", "base"}
 
 
@@ -295,11 +302,12 @@ def test_azureml_spec_prints_the_job_in_the_sdks_schema_and_no_secret(project, t
     for name, value in {**FAKE_ENV, **secrets}.items():
         monkeypatch.setenv(name, value)
     monkeypatch.chdir(ROOT)
-    main(["azureml-spec", "--data", str(project["data"]), "--base", str(project["base"])])
+    main(["azureml-spec", "model=tiny_phi3", "--data", str(project["data"]), "--base", str(project["base"])])
     spec = capsys.readouterr().out
     assert not [name for name, value in secrets.items() if value in spec]
     (tmp_path / "job.yaml").write_text(spec)
     loaded = load_job(tmp_path / "job.yaml")
     assert loaded.compute == FAKE["compute"]
-    assert set(loaded.inputs) == {"data", "base"} and set(loaded.outputs) == {"adapter", "metrics", "live"}
+    assert set(loaded.inputs) == {"data", "base"}
+    assert set(loaded.outputs) == {"adapter", "metrics", "live", "checkpoints"}
     assert "slmtune.stages.train_lora" in loaded.command

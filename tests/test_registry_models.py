@@ -14,10 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from slmtune.config import compose
+from slmtune.config import compose, write_params
 from slmtune.errors import ConfigError, ModelError
 from slmtune.registry_models import SOURCE_RECORD, huggingface_folder
 from slmtune.source_uris import parse_registry_model
+from slmtune.stages.prepare import prepare
 
 PHI3 = "azureml://registries/azureml/models/Phi-3-mini-4k-instruct/versions/7"
 MLMODEL = "flavors:\n  transformers:\n    transformers_version: 4.41.2\n    task: text-generation\n"
@@ -109,7 +110,6 @@ def test_an_artifact_without_a_model_folder_is_refused_naming_what_it_holds(hf_b
 def test_prepare_keeps_the_checked_files_and_records_the_version_and_hashes(hf_base, tmp_path, monkeypatch):
     """`prepare` with model.source=azureml on an artifact where the SDK's download would have put it."""
     import slmtune.registry_models as registry
-    from slmtune.stages.prepare import prepare
 
     def sdk_download(model, dest: Path) -> Path:  # MLClient.models.download's place, out of reach here
         assert model.uri == PHI3
@@ -127,3 +127,26 @@ def test_prepare_keeps_the_checked_files_and_records_the_version_and_hashes(hf_b
 
     weights = (tmp_path / "base/model.safetensors").read_bytes()
     assert record["sha256"]["model.safetensors"] == hashlib.sha256(weights).hexdigest()
+
+
+def test_the_job_prepares_from_a_deferred_prepare_and_the_registry_input(hf_base, tmp_path):
+    """hw=azureml: `prepare` here leaves a reference; in the job it runs on the asset Azure ML mounted."""
+    from slmtune.deferred_base import REFERENCE
+    from slmtune.stages.prepare import main
+
+    overrides = ["model=phi3_mini_4k", "model.source=azureml", f"model.uri={PHI3}", "model.max_length=128"]
+    here, there = tmp_path / "here.yaml", tmp_path / "there.yaml"
+    write_params(here, ["hw=azureml", *overrides])
+    write_params(there, overrides)  # the job's params: launched in place (azureml.remote_params)
+    main(["--params", str(here), "--out-data", str(tmp_path / "deferred"), "--out-model", str(tmp_path / "ref")])
+    assert [p.name for p in (tmp_path / "ref").iterdir()] == [REFERENCE]
+    artifact = mlflow_artifact(tmp_path / "input", hf_base, "model")  # where the job's input is mounted
+    job = ["--params", str(there), "--out-data", str(tmp_path / "data"), "--out-model", str(tmp_path / "base")]
+    main([*job, "--deferred-data", str(tmp_path / "deferred"), "--registry-artifact", str(artifact)])
+    record = json.loads((tmp_path / "base" / SOURCE_RECORD).read_text())
+    assert record["uri"] == PHI3 and "model.safetensors" in record["sha256"]
+    assert (tmp_path / "data" / "source.json").read_text() == (tmp_path / "deferred" / "source.json").read_text()
+    local = tmp_path / "local"
+    prepare(compose(overrides), local / "data", local / "base", source=None, registry_artifact=artifact)
+    for split in ("train.jsonl", "val.jsonl", "test.jsonl"):  # the same rows as a prepare run in one place
+        assert (tmp_path / "data" / split).read_bytes() == (local / "data" / split).read_bytes()

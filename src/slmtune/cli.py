@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -13,6 +15,7 @@ from slmtune.errors import DataError, ModelError, SlmtuneError, add_debug_flag, 
 from slmtune.quiet import quiet_library_noise
 
 DEFAULT_MAX_NEW_TOKENS = 256
+PIN_LINE = re.compile(r"\s*- [A-Za-z0-9][A-Za-z0-9._-]*==\S+")  # a pin in a printed Azure ML job
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -87,6 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
     spec.add_argument("overrides", nargs="*", help="hw.azureml.* and other settings (hw=azureml is implied)")
     spec.add_argument("--data", default="data/prepared", help="the prepared data: a local folder or an azureml:// URI")
     spec.add_argument("--base", default="models/base", help="the base model: a local folder or an azureml:// URI")
+    spec.add_argument(
+        "--without-pins", action="store_true", help="for reading: each pip list of pins as one comment line"
+    )
 
     params = commands.add_parser("params", help="compose conf/ into params.yaml (Hydra overrides allowed)")
     params.add_argument("overrides", nargs="*", help="e.g. hw=cuda train.learning_rate=1.0e-3")
@@ -392,13 +398,39 @@ def export_experiment_adapters(args: argparse.Namespace) -> None:
 def print_azureml_spec(args: argparse.Namespace) -> None:
     import tempfile
 
-    from slmtune.azureml import job_spec
+    from slmtune.azureml import check_ready, job_spec
     from slmtune.config import write_params
+    from slmtune.deferred_base import DEFERRED, is_deferred
 
     with tempfile.TemporaryDirectory(prefix="slmtune-spec-") as tmp:
         params_path = Path(tmp) / "params.yaml"
         params = write_params(params_path, ["hw=azureml", *args.overrides])
-        print(job_spec(params, params_path, args.data, args.base), end="")
+        check_ready(params.hw)  # settings first: nothing is prepared for a job that cannot be sent
+        data = Path(args.data)
+        if is_deferred(params) and not str(args.data).startswith("azureml:") and not (data / DEFERRED).is_file():
+            # what `make train HW=azureml` uploads: the data a deferred prepare checks (nothing is downloaded)
+            from slmtune.stages.prepare import defer
+
+            data = Path(tmp) / "data"
+            with contextlib.redirect_stdout(sys.stderr):  # stdout is the spec
+                defer(params, data, Path(tmp) / "base")
+        spec = job_spec(params, params_path, data, args.base).replace(str(data.resolve()), str(args.data))
+        print(without_pins(spec) if args.without_pins else spec, end="")
+
+
+def without_pins(spec: str) -> str:
+    """The spec for reading: each environment's pip list of requirements.lock pins as one comment."""
+    lines = spec.splitlines()
+    pins = [line for line in lines if PIN_LINE.fullmatch(line)]
+    per_list = len(pins) // max(1, sum(line.strip() == "- pip:" for line in lines))
+    kept = []
+    for line in lines:
+        if PIN_LINE.fullmatch(line):
+            continue
+        kept.append(line)
+        if line.strip() == "- pip:":
+            kept.append(f"{line[: line.index('-')]}  # the {per_list} pins of requirements.lock (--without-pins)")
+    return "\n".join(kept) + "\n"
 
 
 def compose_params(args: argparse.Namespace) -> None:

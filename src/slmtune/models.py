@@ -27,6 +27,7 @@ SHARD_INDEX = "model.safetensors.index.json"
 HUB_PATTERNS = ["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja"]
 RESTORE_HINT = "restore it (`dvc checkout` or `dvc pull`) or rerun the stage that writes it"
 MAX_HEADER_BYTES = 100 * 2**20
+MODEL_REFERENCE = "slmtune_model_reference.json"  # a deferred prepare's reference to a model (deferred_base.py)
 
 
 def torch_dtype(name: str):
@@ -51,8 +52,13 @@ def warn_remote_code(where: object) -> None:
     )
 
 
-def materialise_base(model_cfg: ModelConfig, texts: Iterable[str], seed: int, out_dir: Path) -> None:
-    """Write the base model and tokenizer into `out_dir` from the source the model config names."""
+def materialise_base(
+    model_cfg: ModelConfig, texts: Iterable[str], seed: int, out_dir: Path, registry_artifact: Path | None = None
+) -> None:
+    """Write the base model and tokenizer into `out_dir` from the source the model config names.
+
+    `registry_artifact` is a registry model already downloaded (by Azure ML, as a job's input).
+    """
     if model_cfg.source == "tiny":
         from slmtune.tiny_model import write_tiny_base
 
@@ -60,7 +66,7 @@ def materialise_base(model_cfg: ModelConfig, texts: Iterable[str], seed: int, ou
     elif model_cfg.source == "hub":
         _download_from_hub(model_cfg, out_dir)
     elif model_cfg.source == "azureml":
-        _download_from_registry(model_cfg, out_dir)
+        _download_from_registry(model_cfg, out_dir, registry_artifact)
     else:
         _copy_local(Path(str(model_cfg.local_path)), out_dir)
     if model_cfg.chat_template and model_cfg.source != "tiny":
@@ -98,11 +104,11 @@ def _download_from_hub(model_cfg: ModelConfig, out_dir: Path) -> None:
     shutil.rmtree(out_dir / ".cache", ignore_errors=True)
 
 
-def _download_from_registry(model_cfg: ModelConfig, out_dir: Path) -> None:
+def _download_from_registry(model_cfg: ModelConfig, out_dir: Path, artifact: Path | None = None) -> None:
     """A pinned version of an Azure ML registry model, from its MLflow layout, checked as a local folder is."""
     import tempfile
 
-    from slmtune.registry_models import download, record_source
+    from slmtune.registry_models import download, huggingface_folder, record_source
     from slmtune.source_uris import parse_registry_model
 
     model = parse_registry_model(str(model_cfg.uri), model_cfg.allow_floating_revision)
@@ -110,7 +116,7 @@ def _download_from_registry(model_cfg: ModelConfig, out_dir: Path) -> None:
         warn_remote_code(model.uri)
     patterns = [*HUB_PATTERNS, "*.py"] if model_cfg.trust_remote_code else HUB_PATTERNS
     with tempfile.TemporaryDirectory(prefix="slmtune-registry-") as tmp:
-        folder = download(model, Path(tmp))
+        folder = huggingface_folder(artifact) if artifact else download(model, Path(tmp))
         check_model_folder(folder)
         check_tokenizer_folder(folder)
         for item in folder.iterdir():  # what a hub download takes: no pickles, no code unless allowed
@@ -160,6 +166,7 @@ def check_model_folder(folder: Path | str) -> None:
     folder = Path(folder)
     if not folder.is_dir():
         raise ModelError(f"{folder}: model folder not found; {RESTORE_HINT}")
+    _refuse_reference(folder)
     read_model_config(folder)
     weights = sorted(p for p in folder.iterdir() if p.suffix in WEIGHT_SUFFIXES)
     if not weights:
@@ -167,6 +174,18 @@ def check_model_folder(folder: Path | str) -> None:
     _check_shard_index(folder)
     for path in weights:
         check_safetensors(path)
+
+
+def _refuse_reference(folder: Path) -> None:
+    """ModelError for a folder that holds a deferred prepare's reference (deferred_base.py), not weights."""
+    path = folder / MODEL_REFERENCE
+    if path.is_file():
+        reference = json.loads(path.read_text(encoding="utf-8"))
+        where = reference.get("uri") or f"{reference.get('hub_id')}@{reference.get('revision')}"
+        raise ModelError(
+            f"{folder}: a reference to {where} that the Azure ML job downloads (prepare ran under hw=azureml); "
+            "this stage needs the weights here: run `dvc repro -f prepare` with hw=cpu or hw=cuda first"
+        )
 
 
 def _no_weights_message(folder: Path) -> str:

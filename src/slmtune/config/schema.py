@@ -50,7 +50,10 @@ class AzureMLConfig:
     compute: str | None = setting("GPU compute cluster name, or AZUREML_COMPUTE")
     experiment_name: str = setting("Azure ML experiment the jobs are filed under")
     base_image: str = setting("Docker image the job's environment is built on")
-    instance_count: int = setting("nodes", **at_least(1))
+    instance_count: int = setting("nodes; above 1, a distributed PyTorch job", **at_least(1))
+    process_count_per_instance: int = setting("training processes per node (one per GPU)", **at_least(1))
+    hf_token_secret: str | None = setting("Key Vault secret with a Hugging Face token for the job; null sends none")
+    key_vault: str | None = setting("Key Vault (name or URL) holding hf_token_secret; null: the workspace's own")
 
 
 @dataclass

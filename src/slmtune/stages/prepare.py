@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import shutil
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,7 @@ from slmtune.environment import go_offline, quiet
 from slmtune.errors import ConfigError, DataError
 from slmtune.prompts import Task, build_task, user_message
 from slmtune.source_uris import source_kind
-from slmtune.sources import resolve_source
+from slmtune.sources import ResolvedSource, resolve_source
 from slmtune.stages.common import parser, run, stage_params
 
 SOURCE_CACHE = Path(".slmtune-cache/sources")  # remote data is fetched here first (errors name these files)
@@ -23,12 +24,68 @@ def main(argv: list[str] | None = None) -> None:
     parse = parser(__doc__)
     parse.add_argument("--out-data", type=Path, default=Path("data/prepared"))
     parse.add_argument("--out-model", type=Path, default=Path("models/base"))
+    parse.add_argument("--deferred-data", type=Path, help="in an Azure ML job: the data a deferred prepare wrote")
+    parse.add_argument("--registry-artifact", type=Path, help="in an Azure ML job: the registry model's input folder")
     args = parse.parse_args(argv)
-    run("prepare", lambda: prepare(stage_params(args.params, offline=False), args.out_data, args.out_model))
+    run("prepare", lambda: prepare_stage(args))
 
 
-def prepare(params: Params, out_data: Path, out_model: Path, cache: Path = SOURCE_CACHE) -> None:
-    """Validate and split the data, render prompts, and materialise the base model and its task card."""
+def prepare_stage(args: argparse.Namespace) -> None:
+    """Prepare here, leave the model to the Azure ML job (hw=azureml), or finish a deferred prepare in the job."""
+    from slmtune.deferred_base import deferred_source, is_deferred
+
+    params = stage_params(args.params, offline=False)
+    if args.deferred_data is not None:
+        load_hf_token()
+        source = deferred_source(args.deferred_data)
+        prepare(params, args.out_data, args.out_model, source=source, registry_artifact=args.registry_artifact)
+    elif is_deferred(params):
+        defer(params, args.out_data, args.out_model)
+    else:
+        prepare(params, args.out_data, args.out_model)
+
+
+def load_hf_token() -> None:
+    """In the job: HF_TOKEN from the workspace's Key Vault when the submission named a secret."""
+    from slmtune.key_vault import export_hf_token
+
+    export_hf_token()
+
+
+def defer(params: Params, out_data: Path, out_model: Path, cache: Path = SOURCE_CACHE) -> None:
+    """hw=azureml: check the data and the model's pin, and leave the download to the job."""
+    from slmtune.deferred_base import model_reference, write_deferred
+
+    quiet()
+    source = resolve_source(params.data, cache)
+    task = _task_rows(params, source.file)
+    reference = model_reference(params.model)
+    print(
+        f"[slmtune] {task.count} examples from {params.data.source} checked; the Azure ML job downloads "
+        f"{reference.get('uri') or reference['hub_id']} and prepares there (hw=azureml): nothing downloaded here",
+        flush=True,
+    )
+    with atomic_outputs(out_data, out_model) as (data_tmp, model_tmp):
+        write_deferred(params.model, source, data_tmp, model_tmp)
+
+
+def _task_rows(params: Params, source_file: Path) -> ClassificationRows | GenerationRows:
+    kind = ClassificationRows if params.data.kind == "classification" else GenerationRows
+    return kind(params, source_file)
+
+
+def prepare(
+    params: Params,
+    out_data: Path,
+    out_model: Path,
+    cache: Path = SOURCE_CACHE,
+    source: ResolvedSource | None = None,
+    registry_artifact: Path | None = None,
+) -> None:
+    """Validate and split the data, render prompts, and materialise the base model and its task card.
+
+    `source` and `registry_artifact` come from a deferred prepare, in the Azure ML job.
+    """
     data = params.data
     if params.model.source not in ("hub", "azureml") and source_kind(data.source) != "hub":
         go_offline()  # only a hub or registry model, or a hub data set, is downloaded
@@ -41,12 +98,8 @@ def prepare(params: Params, out_data: Path, out_model: Path, cache: Path = SOURC
             f"model.tiny.pretrain_epochs={params.model.tiny.pretrain_epochs}: pretraining the tiny base covers "
             f"classification tasks; set it to 0 for data={data.name} (a {data.kind} task)"
         )
-    source = resolve_source(data, cache)
-    task = (
-        ClassificationRows(params, source.file)
-        if data.kind == "classification"
-        else GenerationRows(params, source.file)
-    )
+    source = source or resolve_source(data, cache)
+    task = _task_rows(params, source.file)
     print(
         f"[slmtune] {task.count} examples from {data.source}: "
         + ", ".join(f"{name} {len(task.splits[name])}" for name in SPLITS),
@@ -56,7 +109,7 @@ def prepare(params: Params, out_data: Path, out_model: Path, cache: Path = SOURC
         if source.record["kind"] != "local":  # keep what was fetched: DVC versions it with the split
             shutil.copytree(source.file.parent, data_tmp / "source")
         atomic_write_json(data_tmp / "source.json", source.record)
-        materialise_base(params.model, task.corpus(), params.seed, model_tmp)
+        materialise_base(params.model, task.corpus(), params.seed, model_tmp, registry_artifact)
         tokenizer = load_tokenizer(model_tmp, params.model.trust_remote_code)
         card = task.card(tokenizer)
         card.save(model_tmp)

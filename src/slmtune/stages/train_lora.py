@@ -24,6 +24,9 @@ def main(argv: list[str] | None = None) -> None:
     parse.add_argument("--metrics", type=Path, default=Path("metrics/train.json"))
     parse.add_argument("--run-metrics", type=Path, default=Path("metrics/train_run.json"), help="wall-clock figures")
     parse.add_argument("--live", type=Path, default=Path("dvclive/train"))
+    parse.add_argument(
+        "--checkpoint-root", type=Path, help="where checkpoints are kept (default .slmtune-cache/train_lora)"
+    )
     args = parse.parse_args(argv)
     run("train_lora", lambda: launch(args, argv))
 
@@ -54,7 +57,7 @@ def launch(args: argparse.Namespace, argv: list[str]) -> None:
             live=live,
         )
         return
-    train(params, data, base, out, Outputs(args.metrics, args.run_metrics, live))
+    train(params, data, base, out, Outputs(args.metrics, args.run_metrics, live), args.checkpoint_root)
 
 
 @dataclass(frozen=True)
@@ -66,16 +69,18 @@ class Outputs:
     live: Path
 
 
-def train(params: Params, data: Path, base: Path, out: Path, outputs: Outputs) -> None:
+def train(
+    params: Params, data: Path, base: Path, out: Path, outputs: Outputs, checkpoint_root: Path | None = None
+) -> None:
     """Train in this process (one of several under torchrun); the main process writes the outputs."""
-    from slmtune.checkpoints import checkpoint_dir, discard
+    from slmtune.checkpoints import CACHE_ROOT, checkpoint_dir, discard
     from slmtune.distributed import is_main_process, rank, world_size
     from slmtune.environment import configure_threads, kernel_capability
     from slmtune.prompts import Task
     from slmtune.training import split_run_figures, train_adapter
 
     threads = configure_threads(params.hw.num_threads)
-    checkpoints = checkpoint_dir(params, data, base)
+    checkpoints = checkpoint_dir(params, data, base, checkpoint_root or CACHE_ROOT)
     print(
         f"[slmtune] process {rank()} of {world_size()}, {threads} threads, ATen kernels {kernel_capability()}, "
         f"checkpoints in {checkpoints}",
