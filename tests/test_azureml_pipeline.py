@@ -235,3 +235,19 @@ def test_a_fully_prepared_data_folder_is_refused_for_the_pipeline(tmp_path):
     (data / "train.jsonl").write_text("{}\n")
     with pytest.raises(DataError, match=r"prepared here in full.*make train HW=azureml"):
         azureml.job_spec(params, params_path, data, tmp_path, root=ROOT)
+
+
+def test_the_readmes_two_node_spec_is_what_azureml_spec_prints(monkeypatch, capsys):
+    """The README's excerpt of the printed two-node job: every line of it, in order, in today's output."""
+    import re
+
+    from slmtune.cli import main
+
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    command = re.search(r"\.venv/bin/slmtune (azureml-spec .*hw\.azureml\.instance_count=2.*)", readme)[1].split()
+    excerpt = next(b for b in re.findall(r"```yaml\n(.*?)```", readme, re.DOTALL) if "train_lora:" in b)
+    monkeypatch.chdir(ROOT)
+    main(command)
+    printed = iter(capsys.readouterr().out.splitlines())
+    for line in excerpt.splitlines():
+        assert any(line == candidate for candidate in printed), f"README line not printed (in order): {line!r}"

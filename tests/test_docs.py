@@ -49,7 +49,8 @@ CHECKED_ELSEWHERE = {
     r"dvc remote modify --local azure account_name <account>": "test_remote (the remote's settings)",
     r"make train HW=azureml": "test_azureml (the job, built and validated offline)",
     r"(\.venv/bin/)?slmtune azureml-spec .*": (
-        "test_azureml.test_azureml_spec_prints_the_job_in_the_sdks_schema_and_no_secret"
+        "test_azureml.test_azureml_spec_prints_the_job_in_the_sdks_schema_and_no_secret, "
+        "test_azureml_pipeline.test_the_readmes_two_node_spec_is_what_azureml_spec_prints"
     ),
     r"make serve|(\.venv/bin/)?slmtune serve .*": "test_serve, test_serve_hostile, test_serve_page (real servers)",
     r"curl -sN? http://127\.0\.0\.1:8000/.*": "test_serve (the same requests, with httpx and the openai client)",
@@ -79,6 +80,7 @@ NOT_HERE = {
     r"dvc get https://github\.com/.*": "the network",
     r"\.venv/bin/pip install -e '\.\[azureml\]'": "an optional extra (PyPI)",
     r"dvc exp run -S 'data\.source=azureml://.*'": "an Azure ML workspace",
+    r"dvc exp run -S hw=azureml .*": "an Azure ML workspace (test_azureml_pipeline builds and checks its job offline)",
     r"dvc exp run -S model=phi3_mini_4k -S model\.source=azureml .*": (
         "an Azure ML registry (test_registry_models runs prepare on such an artifact, the download aside)"
     ),

@@ -113,7 +113,7 @@ def test_prepare_keeps_the_checked_files_and_records_the_version_and_hashes(hf_b
 
     def sdk_download(model, dest: Path) -> Path:  # MLClient.models.download's place, out of reach here
         assert model.uri == PHI3
-        return registry.huggingface_folder(mlflow_artifact(dest / model.name, hf_base, "data/model"))
+        return mlflow_artifact(dest / model.name, hf_base, "data/model")
 
     monkeypatch.setattr(registry, "download", sdk_download)
     overrides = ["model=phi3_mini_4k", "model.source=azureml", f"model.uri={PHI3}", "model.max_length=128"]
@@ -150,3 +150,40 @@ def test_the_job_prepares_from_a_deferred_prepare_and_the_registry_input(hf_base
     prepare(compose(overrides), local / "data", local / "base", source=None, registry_artifact=artifact)
     for split in ("train.jsonl", "val.jsonl", "test.jsonl"):  # the same rows as a prepare run in one place
         assert (tmp_path / "data" / split).read_bytes() == (local / "data" / split).read_bytes()
+
+
+@pytest.fixture(scope="module")
+def mlflow_flavour_artifact(hf_base, tmp_path_factory) -> Path:
+    """An artifact written by MLflow's own transformers flavour (`mlflow.transformers.save_model`)."""
+    pytest.importorskip("mlflow.transformers")
+    import huggingface_hub.constants
+    import mlflow.transformers
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    offline = huggingface_hub.constants.HF_HUB_OFFLINE
+    huggingface_hub.constants.HF_HUB_OFFLINE = True  # the flavour looks for a model card on the hub
+    try:
+        path = tmp_path_factory.mktemp("mlflow") / "artifact"
+        model = {
+            "model": AutoModelForCausalLM.from_pretrained(hf_base),
+            "tokenizer": AutoTokenizer.from_pretrained(hf_base),
+        }
+        mlflow.transformers.save_model(model, str(path), task="text-generation", pip_requirements=["transformers"])
+    finally:
+        huggingface_hub.constants.HF_HUB_OFFLINE = offline
+    return path
+
+
+def test_an_artifact_of_mlflows_transformers_flavour_prepares_with_its_separate_tokenizer(
+    mlflow_flavour_artifact, hf_base, tmp_path
+):
+    """MLflow writes the weights to `model/` and the tokenizer to `components/tokenizer/`: both are found."""
+    from slmtune.registry_models import tokenizer_folder
+
+    artifact = mlflow_flavour_artifact
+    assert (artifact / "MLmodel").is_file() and huggingface_folder(artifact) == artifact / "model"
+    assert tokenizer_folder(artifact, artifact / "model") == artifact / "components" / "tokenizer"
+    overrides = ["model=phi3_mini_4k", "model.source=azureml", f"model.uri={PHI3}", "model.max_length=128"]
+    prepare(compose(overrides), tmp_path / "data", tmp_path / "base", registry_artifact=artifact)
+    for name in ("tokenizer.json", "model.safetensors"):
+        assert (tmp_path / "base" / name).read_bytes() == (hf_base / name).read_bytes()

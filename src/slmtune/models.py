@@ -108,7 +108,7 @@ def _download_from_registry(model_cfg: ModelConfig, out_dir: Path, artifact: Pat
     """A pinned version of an Azure ML registry model, from its MLflow layout, checked as a local folder is."""
     import tempfile
 
-    from slmtune.registry_models import download, huggingface_folder, record_source
+    from slmtune.registry_models import download, huggingface_folder, record_source, tokenizer_folder
     from slmtune.source_uris import parse_registry_model
 
     model = parse_registry_model(str(model_cfg.uri), model_cfg.allow_floating_revision)
@@ -116,10 +116,12 @@ def _download_from_registry(model_cfg: ModelConfig, out_dir: Path, artifact: Pat
         warn_remote_code(model.uri)
     patterns = [*HUB_PATTERNS, "*.py"] if model_cfg.trust_remote_code else HUB_PATTERNS
     with tempfile.TemporaryDirectory(prefix="slmtune-registry-") as tmp:
-        folder = huggingface_folder(artifact) if artifact else download(model, Path(tmp))
+        artifact = artifact or download(model, Path(tmp))
+        folder = huggingface_folder(artifact)
         check_model_folder(folder)
-        check_tokenizer_folder(folder)
-        for item in folder.iterdir():  # what a hub download takes: no pickles, no code unless allowed
+        tokenizer = tokenizer_folder(artifact, folder)
+        check_tokenizer_folder(tokenizer)
+        for item in (*tokenizer.iterdir(), *folder.iterdir()):  # what a hub download takes: no pickles, no code
             if item.is_file() and any(fnmatch.fnmatch(item.name, pattern) for pattern in patterns):
                 shutil.copy2(item, out_dir / item.name)
     record_source(model, out_dir)

@@ -3,7 +3,8 @@
 A registry model is named `azureml://registries/<registry>/models/<name>/versions/<version>` (the
 form Azure ML's model catalog shows, e.g. registry `azureml`, `Phi-3-mini-4k-instruct`). Its
 artifact is stored in MLflow's layout: an `MLmodel` file and the Hugging Face folder under
-`data/model` (the transformers flavour), or `model` in newer packaging. `prepare` downloads the
+`data/model` (Azure ML's packaging), or `model` in newer packaging (MLflow's own transformers
+flavour, which keeps the tokenizer apart in `components/tokenizer`). `prepare` downloads the
 pinned version with the Azure ML SDK, finds the Hugging Face folder, and goes on as for a local
 folder (safetensors only, no remote code unless allowed), recording the version and each file's
 SHA-256 beside the weights.
@@ -19,6 +20,8 @@ from slmtune.source_uris import RegistryModel
 
 # Where the Hugging Face folder sits inside an MLflow model artifact, in the order they are looked for.
 MLFLOW_FOLDERS = ("data/model", "model")
+# Where the tokenizer sits when it is not in the model folder: MLflow's transformers flavour, Azure ML's.
+TOKENIZER_FOLDERS = ("components/tokenizer", "data/tokenizer")
 SOURCE_RECORD = "slmtune_model_source.json"
 
 
@@ -32,6 +35,19 @@ def huggingface_folder(artifact: Path) -> Path:
     raise ModelError(
         f"{artifact}: no Hugging Face model folder in this MLflow artifact (looked for "
         f"{' and '.join(f'{name}/config.json' for name in MLFLOW_FOLDERS)}; folders here: {present or 'none'})"
+    )
+
+
+def tokenizer_folder(artifact: Path, model_folder: Path) -> Path:
+    """The folder holding the tokenizer: the model folder, or the flavour's own (TOKENIZER_FOLDERS)."""
+    from slmtune.models import TOKENIZER_FILES
+
+    for folder in (model_folder, *(artifact / relative for relative in TOKENIZER_FOLDERS)):
+        if any((folder / name).is_file() for name in TOKENIZER_FILES):
+            return folder
+    raise ModelError(
+        f"{artifact}: no tokenizer in this MLflow artifact (looked in {model_folder.relative_to(artifact)} and "
+        f"{' and '.join(TOKENIZER_FOLDERS)} for {', '.join(TOKENIZER_FILES)})"
     )
 
 
@@ -49,7 +65,7 @@ def record_source(model: RegistryModel, out_dir: Path) -> None:
 
 
 def download(model: RegistryModel, dest: Path) -> Path:
-    """Download `model`'s artifact into `dest` with the Azure ML SDK; the Hugging Face folder inside it."""
+    """Download `model`'s artifact into `dest` with the Azure ML SDK; the artifact's root folder."""
     try:
         from azure.ai.ml import MLClient
         from azure.identity import DefaultAzureCredential
@@ -64,4 +80,4 @@ def download(model: RegistryModel, dest: Path) -> Path:
     except Exception as err:  # the SDK raises many kinds (auth, not found, network)
         raise ModelError(f"cannot download {model.uri}: {str(err).strip().splitlines()[0][:300]}") from err
     artifacts = [p for p in dest.iterdir() if p.is_dir()] or [dest]
-    return huggingface_folder(artifacts[0])
+    return artifacts[0]
