@@ -58,10 +58,10 @@ def built(pipeline_run, tmp_path_factory) -> dict[str, Path]:
     paths = {"base": base, "int4_base": root / "int4_base", "lora_base": root / "lora_base"}
     for name, (seed, rank, alpha, targets) in ADAPTERS.items():
         random_adapter(base, root / name, seed, rank, alpha, targets)
-        out = root / f"{name}.onnx_adapter"
+        out = root / "adapters" / f"{name}.onnx_adapter"  # a folder not made yet: export makes it
         sh(["slmtune", "export-adapter", str(root / name), "--base", str(base), "--out", str(out)], pipeline_run)
         paths[name] = root / name
-        paths[f"{name}_file"] = root / f"{name}.onnx_adapter"
+        paths[f"{name}_file"] = out
     return paths
 
 

@@ -192,6 +192,7 @@ def export_adapter(adapter_folder: Path, base_folder: Path, out: Path) -> Adapte
     adapter.set_adapter_version(1)
     adapter.set_model_version(1)
     adapter.set_parameters({name: ort.OrtValue.ortvalue_from_numpy(value) for name, value in parameters.items()})
+    out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp")
     adapter.export_adapter(str(tmp))
     os.replace(tmp, out)  # whole or not at all
