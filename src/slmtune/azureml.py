@@ -568,10 +568,10 @@ def job_spec(
     import io
 
     root = (root or Path.cwd()).resolve()
-    with staged_job(params, params_path, data, base, root, environ) as (_, job):
-        stream = io.StringIO()
+    with staged_job(params, params_path, data, base, root, environ) as (_, job):  # the SDK is checked here
         from azure.ai.ml.entities import PipelineJob
 
+        stream = io.StringIO()
         (job if isinstance(job, PipelineJob) else job._to_job()).dump(stream)
     staged = re.compile(re.escape(tempfile.gettempdir()) + rf"/{STAGED_CODE}[^/\s]*/code")
     # A pipeline's local input dumps as `azureml:/abs/path` (the SDK's schema tries an asset name first);
