@@ -86,15 +86,12 @@ class Runs:
         return self._run_each(root, {name: experiment(project, name) for name, project in projects.items()}, projects)
 
     def _experiments(self) -> dict[str, Path]:
-        from experiments import EXPERIMENTS, overrides
+        from experiments import EXPERIMENTS, command
 
         tone = self.futures["pipeline_run"].result(timeout=TIMEOUT_S)
         root = self.root / "experiments"
         projects = {name: copy_run(tone, root / name) for name in EXPERIMENTS}
-        commands = {}
-        for name, project in projects.items():
-            settings = [arg for override in overrides(name, project, root) for arg in ("-S", override)]
-            commands[name] = ["dvc", "exp", "run", "--name", name, *settings]
+        commands = {name: command(name, project, root) for name, project in projects.items()}
         return self._run_each(root, commands, projects)
 
     def _run_each(self, root: Path, commands: dict[str, list[str]], projects: dict[str, Path]) -> dict[str, Path]:

@@ -35,6 +35,9 @@ CHECKED_ELSEWHERE = {
         "test_experiments.test_every_method_reaches_an_accurate_int4_model and the experiment tests"
     ),
     r"dvc exp run -n polarity .*": "test_experiments.test_your_own_task_runs_end_to_end_from_a_csv",
+    r"dvc exp run -n polarity_lora .*": (
+        "test_experiments.test_two_tasks_share_one_int4_base_and_one_server_switches_between_them"
+    ),
     r"dvc exp run -S model=tiny_phi3_lm .*": (
         "test_experiments.test_the_lora_only_profile_learns_the_task_and_its_runtime_adapter_matches_merged_int4"
     ),
