@@ -251,3 +251,10 @@ def test_the_readmes_two_node_spec_is_what_azureml_spec_prints(monkeypatch, caps
     printed = iter(capsys.readouterr().out.splitlines())
     for line in excerpt.splitlines():
         assert any(line == candidate for candidate in printed), f"README line not printed (in order): {line!r}"
+
+
+def test_the_registry_model_named_by_three_keys_gives_the_same_reference(tmp_path):
+    keys = ["model.source=azureml", "model.registry_name=azureml", "model.registry_model=Phi-3-mini-4k-instruct"]
+    by_keys = deferred_prepare(tmp_path / "keys", [*keys, "model.registry_version=7"])
+    by_uri = deferred_prepare(tmp_path / "uri", REGISTRY)
+    assert read_reference(by_keys["base"]) == read_reference(by_uri["base"])

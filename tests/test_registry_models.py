@@ -21,6 +21,11 @@ from slmtune.source_uris import parse_registry_model
 from slmtune.stages.prepare import prepare
 
 PHI3 = "azureml://registries/azureml/models/Phi-3-mini-4k-instruct/versions/7"
+REGISTRY_KEYS = [
+    "model.registry_name=azureml",
+    "model.registry_model=Phi-3-mini-4k-instruct",
+    "model.registry_version=7",
+]
 MLMODEL = "flavors:\n  transformers:\n    transformers_version: 4.41.2\n    task: text-generation\n"
 
 
@@ -58,9 +63,12 @@ def test_a_floating_version_is_refused_unless_allowed(tail):
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        ([], r"'model\.uri' is required when model\.source=azureml"),
+        ([], r"model\.source=azureml needs 'model\.uri'.*or model\.registry_name"),
         (["model.uri=azureml://registries/azureml/models/phi"], r"not an Azure ML registry model"),
         ([f"model.uri={PHI3.replace('/7', '/latest')}"], r"allow_floating_revision"),
+        (["model.registry_name=azureml", "model.registry_model=phi"], r"without model\.registry_version"),
+        ([f"model.uri={PHI3}", "model.registry_version=7"], r"model\.uri and model\.registry_version are both"),
+        ([*REGISTRY_KEYS[:2], "model.registry_version=latest"], r"'latest'.*allow_floating_revision"),
     ],
 )
 def test_the_configuration_refuses_a_missing_malformed_or_floating_uri(overrides, message):
@@ -71,6 +79,13 @@ def test_the_configuration_refuses_a_missing_malformed_or_floating_uri(overrides
 def test_a_pinned_registry_model_composes():
     params = compose(["model=phi3_mini_4k", "model.source=azureml", f"model.uri={PHI3}"])
     assert params.model.source == "azureml" and params.model.uri == PHI3
+
+
+def test_the_registry_model_may_be_named_by_three_keys_instead_of_a_uri():
+    from slmtune.source_uris import configured_registry_model
+
+    params = compose(["model=phi3_mini_4k", "model.source=azureml", *REGISTRY_KEYS])
+    assert configured_registry_model(params.model).uri == PHI3  # the version as YAML's 7 (an int) too
 
 
 def mlflow_artifact(root: Path, base: Path, inside: str) -> Path:

@@ -31,9 +31,9 @@ def model_reference(model: ModelConfig) -> dict[str, Any]:
     """What the job downloads: a hub id at its revision, or a registry asset (pins were checked by validation)."""
     if model.source == "hub":
         return {"source": "hub", "hub_id": model.hub_id, "revision": model.revision}
-    from slmtune.source_uris import parse_registry_model
+    from slmtune.source_uris import configured_registry_model
 
-    registry = parse_registry_model(str(model.uri), model.allow_floating_revision)
+    registry = configured_registry_model(model)
     return {
         "source": "azureml",
         "uri": registry.uri,

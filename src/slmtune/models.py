@@ -109,9 +109,9 @@ def _download_from_registry(model_cfg: ModelConfig, out_dir: Path, artifact: Pat
     import tempfile
 
     from slmtune.registry_models import download, huggingface_folder, record_source, tokenizer_folder
-    from slmtune.source_uris import parse_registry_model
+    from slmtune.source_uris import configured_registry_model
 
-    model = parse_registry_model(str(model_cfg.uri), model_cfg.allow_floating_revision)
+    model = configured_registry_model(model_cfg)
     if model_cfg.trust_remote_code:
         warn_remote_code(model.uri)
     patterns = [*HUB_PATTERNS, "*.py"] if model_cfg.trust_remote_code else HUB_PATTERNS

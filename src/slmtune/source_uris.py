@@ -9,8 +9,12 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from slmtune.errors import DataError, ModelError
+
+if TYPE_CHECKING:
+    from slmtune.config import ModelConfig
 
 DATA_SUFFIXES = (".jsonl", ".json", ".csv")
 HUB_NAME = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?")
@@ -96,6 +100,29 @@ class RegistryModel:
     @property
     def uri(self) -> str:
         return f"azureml://registries/{self.registry}/models/{self.name}/versions/{self.version}"
+
+
+REGISTRY_KEYS = ("registry_name", "registry_model", "registry_version")
+
+
+def configured_registry_model(model: ModelConfig) -> RegistryModel:
+    """The registry model a model config names: `model.uri`, or the registry, name and version as three keys."""
+    keys = {key: getattr(model, key) for key in REGISTRY_KEYS}
+    given = [f"model.{key}" for key, value in keys.items() if value not in (None, "")]
+    uri = model.uri
+    if uri and given:
+        raise ModelError(f"model.uri and {', '.join(given)} are both set; name the registry model one way")
+    if given and len(given) < len(keys):
+        missing = [f"model.{key}" for key, value in keys.items() if value in (None, "")]
+        raise ModelError(f"{', '.join(given)} set without {', '.join(missing)}; give all three (or model.uri)")
+    if given:
+        uri = "azureml://registries/{registry_name}/models/{registry_model}/versions/{registry_version}".format(**keys)
+    if not uri:
+        raise ModelError(
+            "model.source=azureml needs 'model.uri' (azureml://registries/<r>/models/<n>/versions/<v>) or "
+            "model.registry_name, model.registry_model and model.registry_version"
+        )
+    return parse_registry_model(str(uri), model.allow_floating_revision)
 
 
 def parse_registry_model(uri: str, allow_floating: bool = False) -> RegistryModel:

@@ -116,6 +116,9 @@ class ModelConfig:
     uri: str | None = setting(
         "Azure ML registry model (source=azureml): azureml://registries/<registry>/models/<name>/versions/<version>"
     )
+    registry_name: str | None = setting("instead of model.uri (source=azureml): the registry, e.g. azureml")
+    registry_model: str | None = setting("instead of model.uri: the model's name there, e.g. Phi-3-mini-4k-instruct")
+    registry_version: str | None = setting("instead of model.uri: its version, pinned (a number)")
     trust_remote_code: bool = setting("true runs Python code from the model folder (warned about)")
     allow_floating_revision: bool = setting("true accepts a branch or tag as model.revision (a registry's latest)")
     chat_template: str | None = setting("Jinja chat template; null keeps the tokenizer's own")

@@ -214,15 +214,11 @@ def _check_model(params: Params) -> str | None:
                 "model.allow_floating_revision=true to accept whatever it points at when `prepare` runs"
             )
     if model.source == "azureml":
-        if not model.uri:
-            return (
-                "'model.uri' is required when model.source=azureml (azureml://registries/<r>/models/<n>/versions/<v>)"
-            )
         from slmtune.errors import ModelError
-        from slmtune.source_uris import parse_registry_model
+        from slmtune.source_uris import configured_registry_model
 
         try:
-            parse_registry_model(model.uri, model.allow_floating_revision)
+            configured_registry_model(model)
         except ModelError as err:
             return str(err)
     if model.source == "local" and not model.local_path:
