@@ -139,3 +139,14 @@ def run_module(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
         for name in [name for name, loaded in sys.modules.items() if loaded is None and name not in blocked_before]:
             del sys.modules[name]  # imports a stage made look absent (bitsandbytes) are this process's again
     return subprocess.CompletedProcess([sys.executable, *args], code, out.getvalue(), err.getvalue())
+
+
+def refuse_connections(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make any attempt to open a connection (a download, a sign-in) fail the test."""
+    import socket
+
+    def refuse(*args, **kwargs):
+        raise AssertionError(f"network access attempted: {args}")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)

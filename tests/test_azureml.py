@@ -6,14 +6,13 @@ Nothing here contacts Azure: every test runs with outgoing connections refused.
 from __future__ import annotations
 
 import json
-import socket
 import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
-from helpers import ROOT
+from helpers import ROOT, refuse_connections
 from slmtune import azureml
 from slmtune.config import Params, compose, compose_raw, validate
 from slmtune.errors import ConfigError, DataError, HardwareError, ModelError
@@ -33,12 +32,7 @@ FAKE_ENV = {azureml.ENV_VARS[key]: value for key, value in FAKE.items()}
 @pytest.fixture(autouse=True)
 def no_network(monkeypatch):
     """Any attempt to open a connection fails the test."""
-
-    def refuse(*args, **kwargs):
-        raise AssertionError(f"network access attempted: {args}")
-
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(socket, "create_connection", refuse)
+    refuse_connections(monkeypatch)
 
 
 @pytest.fixture(scope="module")

@@ -8,16 +8,16 @@ against the SDK's schema, and the Key Vault read only up to its failure to sign 
 
 from __future__ import annotations
 
-import socket
+import json
 from pathlib import Path
 
 import pytest
 import yaml
 
-from helpers import ROOT
+from helpers import ROOT, refuse_connections
 from slmtune import azureml
 from slmtune.config import compose, write_params
-from slmtune.deferred_base import DEFERRED, REFERENCE, read_reference
+from slmtune.deferred_base import DEFERRED, REFERENCE
 from slmtune.errors import ConfigError, DataError, HardwareError, ModelError
 
 pytestmark = pytest.mark.filterwarnings("ignore:The `context` parameter is deprecated")
@@ -37,13 +37,8 @@ REGISTRY = ["model.source=azureml", f"model.uri={PHI3_REGISTRY}"]
 
 @pytest.fixture(autouse=True)
 def no_network(monkeypatch):
-    """Any attempt to open a connection (a download, a sign-in) fails the test."""
-
-    def refuse(*args, **kwargs):
-        raise AssertionError(f"network access attempted: {args}")
-
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(socket, "create_connection", refuse)
+    """Any attempt to open a connection (a download, a sign-in) fails the test; fake IDs and secrets set."""
+    refuse_connections(monkeypatch)
     for name, value in {**FAKE_ENV, **SECRETS}.items():
         monkeypatch.setenv(name, value)
 
@@ -57,6 +52,10 @@ def deferred_prepare(tmp_path: Path, overrides: list[str]) -> dict:
     data, base = tmp_path / "data" / "prepared", tmp_path / "models" / "base"
     main(["--params", str(params_path), "--out-data", str(data), "--out-model", str(base)])
     return {"params": params, "params_path": params_path, "data": data, "base": base}
+
+
+def read_reference(base: Path) -> dict:
+    return json.loads((base / REFERENCE).read_text())
 
 
 def spec(run: dict, tmp_path: Path) -> tuple[str, object]:

@@ -14,6 +14,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from slmtune.atomic import atomic_write_json
 from slmtune.config import ModelConfig, Params
 from slmtune.errors import DataError
 from slmtune.models import MODEL_REFERENCE as REFERENCE
@@ -45,20 +46,12 @@ def model_reference(model: ModelConfig) -> dict[str, Any]:
 
 def write_deferred(model: ModelConfig, source: ResolvedSource, data_dir: Path, model_dir: Path) -> None:
     """The model reference in `model_dir`; the data file, its record and DEFERRED in `data_dir`."""
-    (model_dir / REFERENCE).write_text(json.dumps(model_reference(model), indent=2) + "\n", encoding="utf-8")
+    atomic_write_json(model_dir / REFERENCE, model_reference(model))
     (data_dir / "source").mkdir()
     shutil.copy2(source.file, data_dir / "source" / source.file.name)
-    (data_dir / "source.json").write_text(json.dumps(source.record, indent=2) + "\n", encoding="utf-8")
+    atomic_write_json(data_dir / "source.json", source.record)
     deferred = {"prepared_by": "the Azure ML job (hw=azureml)", "data_file": f"source/{source.file.name}"}
-    (data_dir / DEFERRED).write_text(json.dumps(deferred, indent=2) + "\n", encoding="utf-8")
-
-
-def read_reference(base: str | Path) -> dict[str, Any] | None:
-    """The model reference a deferred `prepare` left in `base`, or None for a real model folder (or a URI)."""
-    path = Path(base) / REFERENCE
-    if str(base).startswith(("azureml:", "https://", "http://")) or not path.is_file():
-        return None
-    return json.loads(path.read_text(encoding="utf-8"))
+    atomic_write_json(data_dir / DEFERRED, deferred)
 
 
 def registry_asset(reference: dict[str, Any]) -> str | None:

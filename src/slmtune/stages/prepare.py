@@ -36,20 +36,15 @@ def prepare_stage(args: argparse.Namespace) -> None:
 
     params = stage_params(args.params, offline=False)
     if args.deferred_data is not None:
-        load_hf_token()
+        from slmtune.key_vault import export_hf_token
+
+        export_hf_token()  # in the job: HF_TOKEN from the Key Vault secret the submission named, if any
         source = deferred_source(args.deferred_data)
         prepare(params, args.out_data, args.out_model, source=source, registry_artifact=args.registry_artifact)
     elif is_deferred(params):
         defer(params, args.out_data, args.out_model)
     else:
         prepare(params, args.out_data, args.out_model)
-
-
-def load_hf_token() -> None:
-    """In the job: HF_TOKEN from the workspace's Key Vault when the submission named a secret."""
-    from slmtune.key_vault import export_hf_token
-
-    export_hf_token()
 
 
 def defer(params: Params, out_data: Path, out_model: Path, cache: Path = SOURCE_CACHE) -> None:
