@@ -217,6 +217,34 @@ def test_a_stage_loads_neither_scipy_nor_bitsandbytes_unless_it_computes_with_th
     assert result.stdout.strip().splitlines()[-1] == loaded
 
 
+COLLECTOR_CHECK = """
+import gc, sys, weakref
+from slmtune.environment import imports_without_collector
+
+class Node:
+    pass
+
+before = Node(); before.self = before; before.payload = bytearray(10**7)  # a cycle: garbage only to the collector
+gone = weakref.ref(before); del before
+with imports_without_collector():
+    during = gc.isenabled()
+    import transformers.modeling_utils
+print(during, gc.isenabled(), gone() is None, gc.get_freeze_count() > 100_000)
+gc.disable()
+with imports_without_collector():
+    import trl
+print(gc.isenabled())
+"""
+
+
+def test_heavy_imports_run_without_the_cycle_collector_and_stay_frozen():
+    """The stages import torch, transformers, trl and the builder with the collector paused, then freeze
+    those objects so that later full passes skip them; earlier garbage is freed, and a caller that had the
+    collector off finds it off."""
+    result = sh([sys.executable, "-c", COLLECTOR_CHECK], ROOT)
+    assert result.stdout.split() == ["False", "True", "True", "True", "False"]
+
+
 LABELLED_HEAD_CHECK = """
 import json, sys
 from pathlib import Path

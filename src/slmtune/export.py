@@ -11,6 +11,7 @@ import tempfile
 from pathlib import Path
 
 from slmtune.config import BuildConfig
+from slmtune.environment import imports_without_collector
 from slmtune.errors import ModelError
 
 DISPATCH = re.compile(r"""config\.architectures\[0\]\s*==\s*["'](\w+)["']""")
@@ -62,7 +63,8 @@ def build_onnx(merged_dir: Path, out_dir: Path, build: BuildConfig, provider: st
     Python that imports them again (half of the stage's time on the tiny default). Its chatter is kept
     and shown only when it fails.
     """
-    from onnxruntime_genai.models import builder
+    with imports_without_collector():
+        from onnxruntime_genai.models import builder
 
     options = builder_options(build)
     print(f"[slmtune] building: {build.precision} for {provider}, {' '.join(options)}", flush=True)
