@@ -7,12 +7,12 @@ environment before torch (and MKL, oneDNN) first load.
 
 from __future__ import annotations
 
-import contextlib
 import gc
+import importlib
 import os
 import platform
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 
 from slmtune.errors import HardwareError
@@ -152,9 +152,9 @@ def child_env(base: Mapping[str, str] | None = None, offline: bool = True) -> di
     return {**env, **OFFLINE} if offline else env
 
 
-@contextlib.contextmanager
-def imports_without_collector() -> Iterator[None]:
-    """Import heavy libraries with Python's cycle collector paused, then freeze what the imports made.
+def import_without_collector(*modules: str) -> None:
+    """Import `modules` (those not imported yet) with Python's cycle collector paused, then freeze what
+    the imports made.
 
     Importing torch, transformers, trl and the ONNX builder makes about a million long-lived objects
     (modules, classes, functions), and each full pass of the collector rescans them all: on the tiny
@@ -162,11 +162,15 @@ def imports_without_collector() -> Iterator[None]:
     (`gc.freeze`), they are skipped by every later pass; the collector runs as before for the work.
     Garbage made before the imports is collected first, not frozen with them.
     """
+    missing = [module for module in modules if module not in sys.modules]
+    if not missing:
+        return
     enabled = gc.isenabled()
     gc.collect()
     gc.disable()
     try:
-        yield
+        for module in missing:
+            importlib.import_module(module)
     finally:
         gc.freeze()
         if enabled:
@@ -175,8 +179,8 @@ def imports_without_collector() -> Iterator[None]:
 
 def configure_threads(num_threads: int) -> int:
     """Use `num_threads` intra-op threads in torch (`hw.num_threads`; 0: the cores, shared by local processes)."""
-    with imports_without_collector():
-        import torch
+    import_without_collector("torch")
+    import torch
 
     local_processes = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
     threads = num_threads or max(1, (os.cpu_count() or 1) // local_processes)

@@ -7,6 +7,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from slmtune.environment import import_without_collector
 from slmtune.scoring import Classifier, generated_labels, predict
 
 
@@ -23,6 +24,7 @@ class ArtifactResult:
 
 def classification_metrics(truth: list[str], predicted: list[str], labels: list[str]) -> dict[str, Any]:
     """Accuracy, macro-F1 and per-class F1 over the task's labels."""
+    import_without_collector("sklearn.metrics")
     from sklearn.metrics import accuracy_score, f1_score
 
     per_class = f1_score(truth, predicted, labels=labels, average=None, zero_division=0)

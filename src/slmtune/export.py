@@ -11,7 +11,7 @@ import tempfile
 from pathlib import Path
 
 from slmtune.config import BuildConfig
-from slmtune.environment import imports_without_collector
+from slmtune.environment import import_without_collector
 from slmtune.errors import ModelError
 
 DISPATCH = re.compile(r"""config\.architectures\[0\]\s*==\s*["'](\w+)["']""")
@@ -63,8 +63,8 @@ def build_onnx(merged_dir: Path, out_dir: Path, build: BuildConfig, provider: st
     Python that imports them again (half of the stage's time on the tiny default). Its chatter is kept
     and shown only when it fails.
     """
-    with imports_without_collector():
-        from onnxruntime_genai.models import builder
+    import_without_collector("onnxruntime_genai.models.builder")
+    from onnxruntime_genai.models import builder
 
     options = builder_options(build)
     print(f"[slmtune] building: {build.precision} for {provider}, {' '.join(options)}", flush=True)

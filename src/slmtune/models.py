@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from slmtune.config import COMMIT_HASH, HwConfig, ModelConfig
+from slmtune.environment import import_without_collector
 from slmtune.errors import ModelError, RemoteCodeWarning
 
 WEIGHT_SUFFIXES = (".safetensors",)
@@ -264,6 +265,7 @@ def load_tokenizer(folder: Path | str, trust_remote_code: bool = False):
     check_tokenizer_folder(folder)
     if trust_remote_code:
         warn_remote_code(folder)
+    import_without_collector("transformers.tokenization_utils_base")
     from transformers import AutoTokenizer
 
     try:
@@ -284,6 +286,7 @@ def load_causal_lm(
     check_model_folder(folder)
     if trust_remote_code:
         warn_remote_code(folder)
+    import_without_collector("transformers.modeling_utils")
     from transformers import AutoModelForCausalLM
 
     dtype = torch_dtype(hw.dtype) if hw else torch_dtype("float32")
@@ -308,6 +311,7 @@ def load_causal_lm(
 def load_adapter(model, adapter_dir: Path | str, base_dir: Path | str):
     """Apply a peft adapter to `model` (loaded from `base_dir`); refuse one trained for another base."""
     check_adapter_folder(adapter_dir)
+    import_without_collector("peft")
     from peft import PeftModel
 
     try:

@@ -7,10 +7,13 @@ import os
 from functools import cache
 from pathlib import Path
 
+from slmtune.environment import import_without_collector
+
 
 @cache
 def onnxruntime_genai():
     """The `onnxruntime_genai` module, after turning off its and ONNX Runtime's telemetry events (once)."""
+    import_without_collector("onnxruntime", "onnxruntime_genai")
     import onnxruntime
     import onnxruntime_genai
 

@@ -6,6 +6,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from slmtune.config import ModelConfig, TinyArchitecture
+from slmtune.environment import import_without_collector
 
 END_OF_TEXT = "<|endoftext|>"
 END_OF_TURN = "<|end|>"
@@ -49,6 +50,7 @@ def random_phi3(arch: TinyArchitecture, vocab_size: int, seed: int, device: str 
 
     Token ids 0 and 1 are the tokenizer's end-of-text and end-of-turn (`train_tokenizer` puts them first).
     """
+    import_without_collector("transformers.modeling_utils")
     import torch
     from transformers import GenerationConfig, Phi3Config, Phi3ForCausalLM
 

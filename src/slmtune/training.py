@@ -8,7 +8,7 @@ from typing import Any
 
 from slmtune.config import Params
 from slmtune.data import read_jsonl
-from slmtune.environment import imports_without_collector, kernel_signature
+from slmtune.environment import import_without_collector, kernel_signature
 
 # What train_adapter reports about this run on this machine (metrics/train_run.json), apart from the figures
 # that params and data decide (metrics/train.json): the latter reproduce exactly, the former never do.
@@ -172,16 +172,14 @@ def train_adapter(
     """
     import time
 
-    with imports_without_collector():
-        import dvclive  # noqa: F401  (imported here with the rest; the callback uses it)
-        import peft  # noqa: F401
-        from transformers import modeling_utils, set_seed  # noqa: F401  (the model classes' shared code)
-        from trl import SFTTrainer
+    import_without_collector("transformers.modeling_utils", "peft", "trl", "dvclive")
+    from transformers import set_seed
+    from trl import SFTTrainer
 
-        from slmtune.checkpoints import last_checkpoint
-        from slmtune.dropout import use_bitmask_dropout
-        from slmtune.labelled_head import score_labelled_positions
-        from slmtune.models import load_tokenizer
+    from slmtune.checkpoints import last_checkpoint
+    from slmtune.dropout import use_bitmask_dropout
+    from slmtune.labelled_head import score_labelled_positions
+    from slmtune.models import load_tokenizer
 
     set_seed(params.seed)
     tokenizer = load_tokenizer(base_dir, params.model.trust_remote_code)
