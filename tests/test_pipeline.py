@@ -301,3 +301,11 @@ def test_experiments_with_a_changed_param_show_up_in_exp_show(experiment_run):
     eval_json = data["metrics"]["metrics/eval.json"]["data"]
     assert eval_json["int4"]["accuracy"] >= 0.80
     assert "train_loss" in data["metrics"]["metrics/train.json"]["data"]
+
+
+def test_the_repro_log_shows_the_stages_own_lines_not_library_logging(pipeline_run):
+    """ONNX Runtime's quantizer logs two INFO lines per MatMul (hundreds for Phi-3-mini); the log keeps each
+    stage's start, its figures and its end."""
+    log = (pipeline_run.parent / "repro.log").read_text(encoding="utf-8")
+    assert "[slmtune] stage build_int4: done" in log
+    assert [line for line in log.splitlines() if "[INFO]" in line or "matmul_nbits_quantizer" in line] == []

@@ -12,9 +12,9 @@ SHA-256 beside the weights.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
+from slmtune.atomic import atomic_write_json
 from slmtune.errors import ModelError
 from slmtune.source_uris import RegistryModel
 
@@ -61,7 +61,7 @@ def file_hashes(folder: Path) -> dict[str, str]:
 def record_source(model: RegistryModel, out_dir: Path) -> None:
     """SOURCE_RECORD in `out_dir`: the registry version the weights came from and each file's SHA-256."""
     record = {"source": "azureml", "uri": model.uri, "version": model.version, "sha256": file_hashes(out_dir)}
-    (out_dir / SOURCE_RECORD).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    atomic_write_json(out_dir / SOURCE_RECORD, record)
 
 
 def download(model: RegistryModel, dest: Path) -> Path:
