@@ -124,6 +124,7 @@ def test_the_builder_gets_every_int4_option():
             "symmetric": False,
             "algorithm": "rtn",
             "quantize_embeddings": True,
+            "int8_matmuls": ["mixed_layers", "last_matmul"],
         }
     )
     options = builder_options(configured.build)
@@ -133,6 +134,7 @@ def test_the_builder_gets_every_int4_option():
         "is_symmetric=false",
         "algo_config=rtn",
         "op_types_to_quantize=MatMul/Gather",
+        "matmul_mixed_precision=mixed_layers:int8,last_matmul:int8",
     ):
         assert option in options
 
@@ -218,3 +220,27 @@ def test_an_int4_option_the_quantizer_cannot_build_is_named(pipeline_run, tmp_pa
     assert "k_quant quantizer cannot pack zero points with build.block_size=128" in result.stderr
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "int4").exists()
+
+
+@pytest.mark.slow
+def test_int8_matmul_groups_are_built_at_int8_and_the_rest_at_int4(pipeline_run, tmp_path):
+    """build.int8_matmuls=[mixed_layers]: on the 2-layer tiny model, the first layer's qkv and down projections
+    (llama.cpp's mixed choice: the first and last eighth of the layers, every third layer) are int8; the other
+    MatMuls and the output head stay int4."""
+    import onnx
+
+    params = tmp_path / "params.yaml"
+    sh([str(BIN / "slmtune"), "params", "build.int8_matmuls=[mixed_layers]", "--output", str(params)], tmp_path)
+    command = [sys.executable, "-m", "slmtune.stages.build_int4", "--params", str(params)]
+    sh([*command, "--merged", str(pipeline_run / "models/merged"), "--out", "int4"], tmp_path)
+    model = onnx.load(str(tmp_path / "int4/model.onnx"), load_external_data=False)
+    bits = {
+        node.name: next(a.i for a in node.attribute if a.name == "bits")
+        for node in model.graph.node
+        if node.op_type == "MatMulNBits"
+    }
+    eight = sorted(name for name, width in bits.items() if width == 8)
+    expected = [f"/model/layers.0/{m}/MatMul_Q8" for m in ("attn/qkv_proj", "mlp/down_proj")]
+    assert eight == sorted(expected)  # the builder names its int8 MatMuls *_Q8
+    assert {width for name, width in bits.items() if name not in eight} == {4}
+    assert bits["/lm_head/MatMul_Q4"] == 4 and len(bits) == 2 * 5 + 1  # qkv, o, gate, up, down a layer; the head

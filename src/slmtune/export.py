@@ -53,6 +53,8 @@ def builder_options(build: BuildConfig) -> list[str]:
         "op_types_to_quantize": "MatMul/Gather" if build.quantize_embeddings else "MatMul",
         "hf_token": "false",
     }
+    if build.int8_matmuls:
+        options["matmul_mixed_precision"] = ",".join(f"{group}:int8" for group in build.int8_matmuls)
     return [f"{key}={value}" for key, value in options.items()]
 
 

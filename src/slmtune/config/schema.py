@@ -13,6 +13,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 BLOCK_SIZES = (16, 32, 64, 128, 256)
+# The builder's MatMul groups that `build.int8_matmuls` may keep at int8: the output head, and llama.cpp's
+# "mixed" choice (the qkv and down projections of the first and last eighth of the layers and every third one).
+INT8_MATMUL_GROUPS = ("last_matmul", "mixed_layers")
 KINDS = ("classification", "generation")
 FORMATS = ("fields", "messages", "text_template")
 
@@ -198,6 +201,11 @@ class BuildConfig:
     symmetric: bool = setting("true: int4 around zero; false: uint4 with a zero point per block")
     algorithm: str = setting("the builder's algo_config", choices=("default", "rtn", "k_quant"))
     quantize_embeddings: bool = setting("also int4 the token embedding (Gather): smaller, less exact")
+    int8_matmuls: list[str] = setting(
+        "MatMul groups quantized to int8 instead of int4 (the builder's matmul_mixed_precision)",
+        check=lambda v: all(group in INT8_MATMUL_GROUPS for group in v),
+        must_be=f"a list of {', '.join(INT8_MATMUL_GROUPS)}",
+    )
 
 
 @dataclass
