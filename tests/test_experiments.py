@@ -43,6 +43,11 @@ def predictions(project: Path, out: Path, *model: str) -> list[str]:
     return [json.loads(line)["prediction"] for line in out.read_text().splitlines()]
 
 
+def share(first: list[str], second: list[str]) -> float:
+    """The share of positions where two label lists agree."""
+    return sum(a == b for a, b in zip(first, second, strict=True)) / len(first)
+
+
 def test_the_lora_only_profile_learns_the_task_and_its_runtime_adapter_matches_merged_int4(experiments, tmp_path):
     """model=tiny_phi3_lm: LoRA alone reaches 0.80 on a pretrained tiny base (itself at chance). Its adapter,
     exported for ONNX Runtime GenAI on the LoRA base, is as close to the merged PyTorch model (which both int4
@@ -70,10 +75,6 @@ def test_the_lora_only_profile_learns_the_task_and_its_runtime_adapter_matches_m
         ),
     }
     labels = [json.loads(line)["label"] for line in (project / "data/prepared/test.jsonl").read_text().splitlines()]
-
-    def share(first: list[str], second: list[str]) -> float:
-        return sum(a == b for a, b in zip(first, second, strict=True)) / len(first)
-
     agreement = {name: share(found[name], found["merged"]) for name in ("int4", "adapter")}
     accuracy = {name: share(found[name], labels) for name in found}
     assert agreement["adapter"] >= agreement["int4"] - 0.01, (agreement, accuracy)
@@ -142,9 +143,6 @@ def test_two_tasks_share_one_int4_base_and_one_server_switches_between_them(expe
         assert server.process.poll() is None
     finally:
         assert server.stop() == 0
-
-    def share(first: list[str], second: list[str]) -> float:
-        return sum(a == b for a, b in zip(first, second, strict=True)) / len(first)
 
     for name in projects:
         truth = [row["label"] for row in tests[name]]

@@ -109,11 +109,11 @@ def configured_registry_model(model: ModelConfig) -> RegistryModel:
     """The registry model a model config names: `model.uri`, or the registry, name and version as three keys."""
     keys = {key: getattr(model, key) for key in REGISTRY_KEYS}
     given = [f"model.{key}" for key, value in keys.items() if value not in (None, "")]
+    missing = [f"model.{key}" for key in REGISTRY_KEYS if f"model.{key}" not in given]
     uri = model.uri
     if uri and given:
         raise ModelError(f"model.uri and {', '.join(given)} are both set; name the registry model one way")
-    if given and len(given) < len(keys):
-        missing = [f"model.{key}" for key, value in keys.items() if value in (None, "")]
+    if given and missing:
         raise ModelError(f"{', '.join(given)} set without {', '.join(missing)}; give all three (or model.uri)")
     if given:
         uri = "azureml://registries/{registry_name}/models/{registry_model}/versions/{registry_version}".format(**keys)
