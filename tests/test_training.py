@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -99,8 +100,11 @@ def test_a_killed_run_resumes_to_the_same_adapter(prepared_workspace):
     process.wait()
     assert not list(cache.glob(f"*/checkpoint-{2 * CHECKPOINT_STEP}")), "killed after the next checkpoint"
     assert not (prepared_workspace / "killed").exists()
+    checkpoint = next(cache.glob(f"*/checkpoint-{CHECKPOINT_STEP}"))
+    cut_short_while_saving(checkpoint, 2 * CHECKPOINT_STEP)
     result = sh(train_command(params, "killed"), prepared_workspace)
-    assert "resuming from" in result.stdout
+    assert f"checkpoint-{2 * CHECKPOINT_STEP} was cut short while it was saved" in result.stdout
+    assert f"resuming from {checkpoint.relative_to(prepared_workspace)}\n" in result.stdout
     assert_same_run(prepared_workspace, "killed", "whole")
     run = json.loads((prepared_workspace / "killed_run.json").read_text())
     assert run["resumed_from_step"] >= CHECKPOINT_STEP and run["tokens_per_second"] > 0
@@ -129,8 +133,20 @@ def test_a_run_killed_after_its_last_checkpoint_trains_no_further(prepared_works
     assert json.loads((prepared_workspace / "finished_run.json").read_text())["resumed_from_step"] == 33
 
 
+def cut_short_while_saving(checkpoint: Path, step: int) -> None:
+    """Leave what a kill in the middle of writing files leaves: a next checkpoint whose state is cut
+    off half-way (the Trainer writes it last), and dvclive's summary cut off likewise."""
+    torn = checkpoint.with_name(f"checkpoint-{step}")
+    shutil.copytree(checkpoint, torn)
+    state = (torn / "trainer_state.json").read_text()
+    (torn / "trainer_state.json").write_text(state[: len(state) // 2])
+    summary = checkpoint.parent / "live/metrics.json"
+    summary.write_text(summary.read_text()[:10])
+
+
 def assert_same_run(workspace: Path, resumed: str, uninterrupted: str) -> None:
-    """The same adapter, and metrics that describe the whole run, not just the steps after the resume."""
+    """The same adapter, the same dvclive log, and metrics that describe the whole run, not just the
+    steps after the resume."""
     first, second = tensors(workspace / uninterrupted), tensors(workspace / resumed)
     assert first.keys() == second.keys()
     assert all(bool((first[name] == second[name]).all()) for name in first)
@@ -139,6 +155,11 @@ def assert_same_run(workspace: Path, resumed: str, uninterrupted: str) -> None:
     for key in ("steps", "train_tokens", "eval_loss", "final_train_loss"):
         assert metrics[key] == whole[key], key
     assert metrics["train_loss"] == pytest.approx(whole["train_loss"], abs=1e-5)
+    assert folder_contents(workspace / f"{resumed}-live") == folder_contents(workspace / f"{uninterrupted}-live")
+
+
+def folder_contents(folder: Path) -> dict[str, bytes]:
+    return {str(path.relative_to(folder)): path.read_bytes() for path in folder.rglob("*") if path.is_file()}
 
 
 def run_gpu_check(results: Path, **settings: str) -> subprocess.CompletedProcess:

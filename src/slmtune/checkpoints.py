@@ -51,10 +51,33 @@ def checkpoint_dir(params: Params, data_dir: Path, base_dir: Path, root: Path = 
 
 
 def last_checkpoint(folder: Path) -> str | None:
-    """The newest complete `checkpoint-N` folder, or None."""
-    from transformers.trainer_utils import get_last_checkpoint
+    """The newest complete `checkpoint-N` folder, or None; newer, half-written ones are removed.
 
-    return get_last_checkpoint(str(folder)) if folder.is_dir() else None
+    The Trainer writes `trainer_state.json` last, in one write: a checkpoint whose state parses holds
+    every file before it whole. A process killed while saving leaves a folder without it, or with a
+    truncated one, which transformers' own `get_last_checkpoint` would still pick.
+    """
+    if not folder.is_dir():
+        return None
+    numbered = [(int(path.name.split("-")[1]), path) for path in folder.glob("checkpoint-*") if _is_numbered(path)]
+    for _, path in sorted(numbered, reverse=True):
+        if _state_is_whole(path / "trainer_state.json"):
+            return str(path)
+        print(f"[slmtune] {path} was cut short while it was saved: removing it", flush=True)
+        shutil.rmtree(path, ignore_errors=True)
+    return None
+
+
+def _is_numbered(path: Path) -> bool:
+    return path.is_dir() and path.name.split("-", 1)[1].isdigit()
+
+
+def _state_is_whole(path: Path) -> bool:
+    try:
+        json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+    return True
 
 
 def discard(folder: Path) -> None:

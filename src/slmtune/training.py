@@ -13,7 +13,7 @@ from slmtune.environment import import_without_collector, kernel_signature
 # What train_adapter reports about this run on this machine (metrics/train_run.json), apart from the figures
 # that params and data decide (metrics/train.json): the latter reproduce exactly, the former never do.
 RUN_KEYS = ("tokens_per_second", "peak_memory_mb", "train_runtime_s", "resumed_from_step", "cpu_kernels")
-WALL_CLOCK_SUFFIXES = ("runtime", "_per_second")
+WALL_CLOCK_SUFFIXES = ("runtime", "_per_second", "_preparation_time")
 
 
 def lora_config(params: Params):
@@ -188,7 +188,7 @@ def train_adapter(
     saved = _checkpoint_state(resume)  # read now: newer checkpoints replace it
     resumed_step = saved.global_step if saved else 0
     resumed_tokens = int(saved.num_input_tokens_seen or 0) if saved else 0
-    callbacks = [_live_callback(checkpoints / "live", resume is not None)] if adapter_dir is not None else []
+    callbacks = [_live_callback(checkpoints / "live", resumed_step)] if adapter_dir is not None else []
     trainer = SFTTrainer(
         model=model,
         args=sft_config(params, checkpoints),
@@ -198,11 +198,14 @@ def train_adapter(
         peft_config=lora_config(params),
         callbacks=[_log_last_step(), *callbacks, *(extra_callbacks or [])],
     )
+    trainer._total_train_tokens = resumed_tokens  # trl's own token count (its num_tokens), absent from checkpoints
     score_labelled_positions(trainer.model)
     use_bitmask_dropout(trainer.model)  # torch's own dropout off the CPU
     count_flops_once(trainer)
     if resume:
         print(f"[slmtune] resuming from {resume}", flush=True)
+    for callback in callbacks:  # the dvclive log up to the checkpoint, as the run wrote it then
+        callback.replay(trainer.args, trainer.state, saved.log_history if saved else [])
     trainable, total = count_parameters(trainer.model)
     start = time.perf_counter()
     if saved and saved.global_step >= saved.max_steps:  # the process died after the run's last checkpoint
@@ -218,7 +221,7 @@ def train_adapter(
     tokens = int(trainer.state.num_input_tokens_seen)
     return {
         "method": params.train.method,
-        "train_loss": round(_whole_run_loss(trainer.state.log_history, result, resumed_step), 6),
+        "train_loss": whole_run_loss(trainer.state.log_history, result.global_step, result.training_loss, resumed_step),
         "final_train_loss": _last_logged(trainer.state.log_history, "loss"),
         "eval_loss": round(float(evaluation["eval_loss"]), 6),
         "eval_perplexity": round(math.exp(min(float(evaluation["eval_loss"]), 50.0)), 4),
@@ -285,24 +288,32 @@ def _restore_finished_run(trainer, checkpoint: str, state):
     print(f"[slmtune] {checkpoint} is the run's last step: restoring it, nothing left to train", flush=True)
     set_peft_model_state_dict(trainer.model, load_file(str(Path(checkpoint) / "adapter_model.safetensors")))
     trainer.state = state
-    return TrainOutput(global_step=trainer.state.global_step, training_loss=0.0, metrics={})
+    step = state.global_step
+    if trainer.args.eval_strategy == "epoch":  # the trainer evaluates at the epoch's end, after its last checkpoint
+        trainer.evaluate()
+    trainer.log({"total_flos": state.total_flos, "train_loss": whole_run_loss(state.log_history, step, 0.0, step)})
+    return TrainOutput(global_step=step, training_loss=0.0, metrics={})
 
 
-def _whole_run_loss(history: list[dict[str, Any]], result, resumed_step: int) -> float:
-    """Mean training loss over every step, also when this process resumed at `resumed_step`.
+def whole_run_loss(history: list[dict[str, Any]], global_step: int, session_loss: float, resumed_step: int) -> float:
+    """Mean training loss over every step, also when this process resumed at `resumed_step`, to 6 places.
 
-    The trainer's own figure covers only the steps this process ran; the steps before the
-    checkpoint come from the log it restored (exact when `save_steps` is a multiple of `logging_steps`).
+    The trainer's own figure (`session_loss`) covers only the steps this process ran; the steps before
+    the checkpoint come from the log it restored (exact when `save_steps` is a multiple of `logging_steps`).
     """
-    run_steps = int(result.global_step) - resumed_step
+    return round(_whole_run_loss(history, int(global_step), float(session_loss), resumed_step), 6)
+
+
+def _whole_run_loss(history: list[dict[str, Any]], global_step: int, session_loss: float, resumed_step: int) -> float:
+    run_steps = global_step - resumed_step
     if resumed_step == 0:
-        return float(result.training_loss)
+        return session_loss
     logged = [(int(e["step"]), float(e["loss"])) for e in history if "loss" in e and int(e["step"]) <= resumed_step]
     before_sum, last_step = 0.0, 0
     for step, loss in logged:  # each logged loss is the mean since the previous log
         before_sum += loss * (step - last_step)
         last_step = step
-    return (before_sum + float(result.training_loss) * run_steps) / max(last_step + run_steps, 1)
+    return (before_sum + session_loss * run_steps) / max(last_step + run_steps, 1)
 
 
 def is_wall_clock(key: str) -> bool:
@@ -333,8 +344,19 @@ def _log_last_step():
     return LogLastStep()
 
 
-def _live_callback(live_dir: Path, resume: bool):
+def _live_callback(live_dir: Path, resumed_step: int):
+    """dvclive logging into a fresh `live_dir`; a resumed run first replays its checkpoint's log into it.
+
+    What dvclive wrote after the checkpoint (steps the resumed run trains again, or a file cut short
+    by the kill) is dropped with the folder, and the run's closing `train_loss` covers the whole run:
+    a killed and resumed run logs what an uninterrupted one does.
+    """
+    import shutil
+
     from dvclive import Live
+    from dvclive.plots import NumpyEncoder
+    from dvclive.serialize import dump_json
+    from transformers import TrainerControl
     from transformers.integrations import DVCLiveCallback
 
     class ReproducibleDVCLiveCallback(DVCLiveCallback):
@@ -342,7 +364,17 @@ def _live_callback(live_dir: Path, resume: bool):
 
         def on_log(self, args, state, control, model=None, logs=None, **kwargs):
             kept = {key: value for key, value in (logs or {}).items() if not is_wall_clock(key)}
+            if "train_loss" in kept:
+                loss = kept["train_loss"]
+                kept["train_loss"] = whole_run_loss(state.log_history, state.global_step, loss, resumed_step)
             super().on_log(args, state, control, model=model, logs=kept, **kwargs)
+
+        def replay(self, args, state, history: list[dict[str, Any]]) -> None:
+            """Log `history` (a TrainerState's log_history) as the trainer logged it, step by step."""
+            self.setup(args, state, None)
+            for entry in history:
+                logs = {key: value for key, value in entry.items() if key != "step"}
+                self.on_log(args, state, TrainerControl(), logs=logs)
 
     class LocalLive(Live):
         """dvclive's Live, minus its per-step read-back when DVC Studio is off.
@@ -355,7 +387,14 @@ def _live_callback(live_dir: Path, resume: bool):
             if "data" not in self._studio_events_to_skip:
                 super().post_data_to_studio()
 
-    live = LocalLive(dir=str(live_dir), dvcyaml=False, save_dvc_exp=False, report=None, resume=resume)
+        def make_summary(self):
+            """The summary with sorted keys: a replayed log (read back from JSON) gives the same file."""
+            if self._step is not None:
+                self.summary["step"] = self.step
+            dump_json(self.summary, self.metrics_file, cls=NumpyEncoder, sort_keys=True)
+
+    shutil.rmtree(live_dir, ignore_errors=True)
+    live = LocalLive(dir=str(live_dir), dvcyaml=False, save_dvc_exp=False, report=None)
     return ReproducibleDVCLiveCallback(live=live)
 
 
