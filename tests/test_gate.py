@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 import pytest
 import yaml
@@ -226,21 +227,31 @@ def test_an_int4_option_the_quantizer_cannot_build_is_named(pipeline_run, tmp_pa
 def test_int8_matmul_groups_are_built_at_int8_and_the_rest_at_int4(pipeline_run, tmp_path):
     """build.int8_matmuls=[mixed_layers]: on the 2-layer tiny model, the first layer's qkv and down projections
     (llama.cpp's mixed choice: the first and last eighth of the layers, every third layer) are int8; the other
-    MatMuls and the output head stay int4."""
-    import onnx
-
+    MatMuls and the output head stay int4. `slmtune lora-base` builds with the same params file's settings."""
     params = tmp_path / "params.yaml"
     sh([str(BIN / "slmtune"), "params", "build.int8_matmuls=[mixed_layers]", "--output", str(params)], tmp_path)
     command = [sys.executable, "-m", "slmtune.stages.build_int4", "--params", str(params)]
     sh([*command, "--merged", str(pipeline_run / "models/merged"), "--out", "int4"], tmp_path)
-    model = onnx.load(str(tmp_path / "int4/model.onnx"), load_external_data=False)
-    bits = {
-        node.name: next(a.i for a in node.attribute if a.name == "bits")
-        for node in model.graph.node
-        if node.op_type == "MatMulNBits"
-    }
+    bits = matmul_bits(tmp_path / "int4")
     eight = sorted(name for name, width in bits.items() if width == 8)
     expected = [f"/model/layers.0/{m}/MatMul_Q8" for m in ("attn/qkv_proj", "mlp/down_proj")]
     assert eight == sorted(expected)  # the builder names its int8 MatMuls *_Q8
     assert {width for name, width in bits.items() if name not in eight} == {4}
     assert bits["/lm_head/MatMul_Q4"] == 4 and len(bits) == 2 * 5 + 1  # qkv, o, gate, up, down a layer; the head
+    lora_base = [str(BIN / "slmtune"), "lora-base", "--base", str(pipeline_run / "models/base"), "--out", "lora"]
+    sh(lora_base, tmp_path)  # the workspace's params.yaml (tmp_path's, written above) by default
+    assert matmul_bits(tmp_path / "lora") == bits
+    sh([*lora_base[:-1], "lora_int4", "build.int8_matmuls=[]"], tmp_path)  # an override on top of it
+    assert set(matmul_bits(tmp_path / "lora_int4").values()) == {4}
+
+
+def matmul_bits(folder: Path) -> dict[str, int]:
+    """Each MatMulNBits node of folder/model.onnx: its name and its weights' bits."""
+    import onnx
+
+    model = onnx.load(str(folder / "model.onnx"), load_external_data=False)
+    return {
+        node.name: next(a.i for a in node.attribute if a.name == "bits")
+        for node in model.graph.node
+        if node.op_type == "MatMulNBits"
+    }

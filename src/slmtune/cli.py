@@ -72,7 +72,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     lora_base.add_argument("--base", type=Path, default=Path("models/base"), help="the PyTorch base folder")
     lora_base.add_argument("--out", type=Path, default=Path("models/int4-lora-base"))
-    lora_base.add_argument("overrides", nargs="*", help="build.* and hw.* settings, e.g. build.block_size=64")
+    lora_base.add_argument(
+        "--params",
+        type=Path,
+        default=Path("params.yaml"),
+        help="build as build_int4 did with this params file: its build.* and hw.execution_provider "
+        "(default: the workspace's; conf/'s defaults where there is none)",
+    )
+    lora_base.add_argument("overrides", nargs="*", help="build.* and hw.* settings on top, e.g. build.block_size=64")
     export = commands.add_parser("export-adapter", help="write a peft LoRA adapter as an ONNX Runtime adapter file")
     export.add_argument("adapter", type=Path, help="the peft adapter folder (e.g. models/adapter)")
     export.add_argument("--base", type=Path, default=Path("models/base"), help="the base it was trained on")
@@ -362,7 +369,7 @@ def serve_model(args: argparse.Namespace) -> None:
 
 
 def build_lora_base(args: argparse.Namespace) -> None:
-    """models/base -> int4 (the build group's settings) -> the same with LoRA inputs, in --out."""
+    """models/base -> int4 (as build_int4 built it with --params, overrides on top) -> the same with LoRA inputs."""
     import tempfile
 
     from slmtune.config import compose
@@ -370,11 +377,26 @@ def build_lora_base(args: argparse.Namespace) -> None:
     from slmtune.stages.build_int4 import build
 
     check_model_path(args.base)
-    params = compose(args.overrides)
+    params = compose([*build_settings_of(args.params), *args.overrides])
     with tempfile.TemporaryDirectory(prefix="slmtune-lora-base-") as tmp:
         build(params, args.base, Path(tmp) / "int4")
         inputs = add_lora_inputs(Path(tmp) / "int4", args.base, args.out)
     print(f"LoRA base with {len(inputs)} adapted MatMuls -> {args.out}", file=sys.stderr)
+
+
+def build_settings_of(params_file: Path) -> list[str]:
+    """A params file's build.* and hw.execution_provider as overrides (none if the file does not exist)."""
+    import json
+    from dataclasses import asdict
+
+    from slmtune.config import load_params
+
+    if not params_file.is_file():
+        return []
+    params = load_params(params_file)
+    settings = {f"build.{key}": value for key, value in asdict(params.build).items()}
+    settings["hw.execution_provider"] = params.hw.execution_provider
+    return [f"{key}={json.dumps(value)}" for key, value in settings.items()]
 
 
 def export_runtime_adapter(args: argparse.Namespace) -> None:
