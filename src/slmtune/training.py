@@ -301,19 +301,15 @@ def whole_run_loss(history: list[dict[str, Any]], global_step: int, session_loss
     The trainer's own figure (`session_loss`) covers only the steps this process ran; the steps before
     the checkpoint come from the log it restored (exact when `save_steps` is a multiple of `logging_steps`).
     """
-    return round(_whole_run_loss(history, int(global_step), float(session_loss), resumed_step), 6)
-
-
-def _whole_run_loss(history: list[dict[str, Any]], global_step: int, session_loss: float, resumed_step: int) -> float:
-    run_steps = global_step - resumed_step
     if resumed_step == 0:
-        return session_loss
+        return round(float(session_loss), 6)
     logged = [(int(e["step"]), float(e["loss"])) for e in history if "loss" in e and int(e["step"]) <= resumed_step]
     before_sum, last_step = 0.0, 0
     for step, loss in logged:  # each logged loss is the mean since the previous log
         before_sum += loss * (step - last_step)
         last_step = step
-    return (before_sum + session_loss * run_steps) / max(last_step + run_steps, 1)
+    run_steps = int(global_step) - resumed_step
+    return round((before_sum + float(session_loss) * run_steps) / max(last_step + run_steps, 1), 6)
 
 
 def is_wall_clock(key: str) -> bool:
