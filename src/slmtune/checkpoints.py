@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shutil
 from dataclasses import asdict
 from pathlib import Path
@@ -17,6 +18,7 @@ from slmtune.config import Params
 
 CACHE_ROOT = Path(".slmtune-cache/train_lora")
 WEIGHT_SUFFIXES = (".safetensors", ".bin")
+CHECKPOINT = re.compile(r"checkpoint-(\d+)")  # the Trainer's folder for step N
 
 
 def _file_digest(path: Path, content: bool) -> str:
@@ -59,17 +61,13 @@ def last_checkpoint(folder: Path) -> str | None:
     """
     if not folder.is_dir():
         return None
-    numbered = [(int(path.name.split("-")[1]), path) for path in folder.glob("checkpoint-*") if _is_numbered(path)]
-    for _, path in sorted(numbered, reverse=True):
+    steps = {int(m[1]): path for path in folder.iterdir() if path.is_dir() and (m := CHECKPOINT.fullmatch(path.name))}
+    for path in (steps[step] for step in sorted(steps, reverse=True)):
         if _state_is_whole(path / "trainer_state.json"):
             return str(path)
         print(f"[slmtune] {path} was cut short while it was saved: removing it", flush=True)
         shutil.rmtree(path, ignore_errors=True)
     return None
-
-
-def _is_numbered(path: Path) -> bool:
-    return path.is_dir() and path.name.split("-", 1)[1].isdigit()
 
 
 def _state_is_whole(path: Path) -> bool:
